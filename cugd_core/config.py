@@ -1,0 +1,117 @@
+"""Model configuration of the CUGD denoiser.
+
+`CUGDConfig` is the single source of truth for the network's shape. It reads and writes the
+vocabulary of the authors' test JSON (`in_channel, out_channel, inner_channel, norm_groups,
+channel_multiplier, attn_res, image_size, res_blocks, dropout`) so that their checkpoints build
+with their own configuration, and it serialises to a flat JSON string for `.safetensors` metadata.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+AUTHORS_KEYS = ("in_channel", "out_channel", "inner_channel", "norm_groups", "channel_multiplier",
+                "attn_res", "image_size", "res_blocks", "dropout")
+
+
+@dataclass(frozen=True)
+class CUGDConfig:
+    """Shape of the SR3-style UNet with the CUIE prior encoder (SPEC section 2.2).
+
+    Level `i` has `inner_channel * channel_multiplier[i]` channels and nominal resolution
+    `image_size / 2**i`; it has attention iff that resolution is in `attn_res`. CUIE's guidance
+    only fits level 2, so `attn_res` must be `[image_size // 4]`.
+    """
+
+    in_channel: int = 6
+    out_channel: int = 3
+    inner_channel: int = 64
+    norm_groups: int = 32
+    channel_multiplier: tuple[int, ...] = (1, 1, 2, 2, 4)
+    attn_res: tuple[int, ...] = (32,)
+    image_size: int = 128
+    res_blocks: int = 2
+    dropout: float = 0.0
+    with_uncertainty_head: bool = field(default=True, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channel_multiplier", tuple(int(m) for m in self.channel_multiplier))
+        object.__setattr__(self, "attn_res", tuple(int(r) for r in self.attn_res))
+        problems = []
+        if self.in_channel != 6 or self.out_channel != 3:
+            problems.append("CUGD takes [condition, x_t] (6 channels) and predicts 3 channels of noise")
+        if self.inner_channel % 32:
+            problems.append(f"inner_channel={self.inner_channel} must be a multiple of 32 "
+                            "(CUIE's attention GroupNorms use 32 groups)")
+        if len(self.channel_multiplier) < 3:
+            problems.append("channel_multiplier needs at least 3 levels (CUIE guidance enters at level 2)")
+        for i, m in enumerate(self.channel_multiplier):
+            if (self.inner_channel * m) % self.norm_groups:
+                problems.append(f"level {i} has {self.inner_channel * m} channels, not divisible by "
+                                f"norm_groups={self.norm_groups}")
+        if tuple(self.attn_res) != (self.image_size // 4,):
+            problems.append(f"attn_res must be [image_size/4] = [{self.image_size // 4}] "
+                            f"(attention only at level 2, where CUIE's guidance fits), got {list(self.attn_res)}")
+        if self.res_blocks < 1:
+            problems.append("res_blocks must be >= 1")
+        if problems:
+            raise ValueError("invalid CUGD config: " + "; ".join(problems))
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def num_levels(self) -> int:
+        return len(self.channel_multiplier)
+
+    def level_channels(self, i: int) -> int:
+        return self.inner_channel * self.channel_multiplier[i]
+
+    def level_has_attention(self, i: int) -> bool:
+        return self.image_size // (2 ** i) in self.attn_res
+
+    @property
+    def guidance_channels(self) -> int:
+        """Channels of CUIE's output `q_inner` (= channels of level 2)."""
+        return self.level_channels(2)
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W must be multiples of this (exact x2 up-sampling at every level)."""
+        return 2 ** (self.num_levels - 1)
+
+    # -- (de)serialisation ----------------------------------------------------------------------
+    @classmethod
+    def from_authors(cls, cfg: Mapping[str, Any]) -> "CUGDConfig":
+        """Build from the authors' `model.unet` block (plus `image_size` from `diffusion`).
+
+        Accepts the whole test JSON too. A missing or null `norm_groups` means 32, as in their code.
+        """
+        if "model" in cfg:  # a whole test JSON
+            model = cfg["model"]
+            unet = dict(model.get("unet", {}))
+            unet.setdefault("image_size", model.get("diffusion", {}).get("image_size", 128))
+            cfg = unet
+        unknown = set(cfg) - set(AUTHORS_KEYS) - {"with_uncertainty_head"}
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}; expected the authors' vocabulary "
+                             f"{list(AUTHORS_KEYS)}")
+        kw = {k: cfg[k] for k in AUTHORS_KEYS if k in cfg and cfg[k] is not None}
+        if "with_uncertainty_head" in cfg:
+            kw["with_uncertainty_head"] = bool(cfg["with_uncertainty_head"])
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channel_multiplier"] = list(self.channel_multiplier)
+        d["attn_res"] = list(self.attn_res)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CUGDConfig":
+        return cls.from_authors(json.loads(text))
+
+
+RELEASED = CUGDConfig()  # the authors' released configuration (SPEC 3.3)
