@@ -1,0 +1,103 @@
+"""The training loss against the authors' `compute_loss` (golden_loss.npz, all 8 flag combinations)."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from cugd_core.losses import (LossConfig, LossDraws, compute_loss, draw, gamma_interval, ssim,
+                              timestep_scales)
+from cugd_core.schedule import RELEASED_SCHEDULE
+from tests.golden import fixture, golden_net, t
+
+COMBOS = list(itertools.product((0, 1), repeat=3))
+REL = 1e-4  # golden README: losses 1e-4 relative, grad_norm 1e-3 relative
+
+
+@pytest.fixture(scope="module")
+def golden():
+    z = fixture("golden_loss")
+    batch = {"low": t(z, "in/LQ"), "high": t(z, "in/GT"), "low_edge": t(z, "in/low_edge"),
+             "low_semantic": t(z, "in/low_semantic"), "high_edge": t(z, "in/high_edge"),
+             "high_semantic": t(z, "in/high_semantic")}
+    d = "cm1_sam1_tss1/"
+    draws = LossDraws(t=int(z[d + "t"]), gamma=t(z, d + "gamma"), noise=t(z, d + "noise"),
+                      sampler1=t(z, d + "sampler1_draws"), sampler2=t(z, d + "sampler2_draws"))
+    return z, batch, draws
+
+
+def _rel(a, b):
+    a = a.detach() if torch.is_tensor(a) else a
+    return abs(float(a) - float(b)) / abs(float(b))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cm,sam,tss", COMBOS)
+def test_loss_matches_authors(golden, cm, sam, tss):
+    z, batch, draws = golden
+    p = f"cm{cm}_sam{sam}_tss{tss}/"
+    net = golden_net()
+    cfg = LossConfig(noise_weight=float(z["lambda1"]), photo_weight=float(z["lambda2"]),
+                     use_consistency_map=bool(cm), use_sam_weight=bool(sam), use_timestep_scale=bool(tss))
+    terms = compute_loss(net, batch, draws, cfg)
+    terms.total.backward()
+    grad_norm = torch.sqrt(sum((q.grad.double() ** 2).sum() for q in net.parameters() if q.grad is not None))
+
+    ours = {"loss_pix_raw": terms.noise_raw, "loss_photo_raw": terms.photo_raw,
+            "loss_pix_normalised": terms.noise, "loss_photo_normalised": terms.photo,
+            "total": terms.total, "ssim_loss": terms.ssim_loss, "content_loss": terms.content_loss}
+    for key, value in ours.items():
+        assert _rel(value, z[p + key]) <= REL, (key, float(value), float(z[p + key]))
+    assert _rel(grad_norm, z[p + "grad_norm"]) <= 1e-3
+    d = "cm1_sam1_tss1/"
+    assert (terms.extras["x_recon"] - t(z, d + "x_recon")).abs().max() <= 1e-5
+    assert (terms.extras["pred_x"] - t(z, d + "pred_x")).abs().max() <= 1e-4
+    if cm:
+        assert (terms.extras["pred_x2"] - t(z, d + "pred_x2")).abs().max() <= 1e-4
+
+
+def test_ssim_off_and_skipped_unrolled_term(golden):
+    z, batch, draws = golden
+    net = golden_net()
+    p = "cm0_sam1_tss0/"
+    off = compute_loss(net, batch, draws, LossConfig(ssim=False))
+    # SSIM off = lambda2 * content only (golden README)
+    assert _rel(off.photo_raw, 0.5 * float(z[p + "content_loss"])) <= REL
+    with torch.no_grad():
+        skipped = compute_loss(net, batch, draws, LossConfig(), unrolled=False)
+    assert float(skipped.photo) == 0.0 and "pred_x" not in skipped.extras
+    assert _rel(skipped.total, z[p + "loss_pix_normalised"]) <= REL
+    cfg = LossConfig(unrolled_every=3)
+    assert [cfg.unrolled_at(s) for s in range(5)] == [True, False, False, True, False]
+    assert not LossConfig(unrolled_every=0).unrolled_at(0)
+
+
+def test_timestep_scales_match_spec():
+    w = timestep_scales(RELEASED_SCHEDULE)
+    spec = [1, 26.277, 1.19615, 0.73336, 0.63255, 0.65491, 0.77389, 1.02303, 1.51588, 2.64286]
+    np.testing.assert_allclose(w, spec, rtol=2e-5)
+
+
+def test_ssim_properties():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 20, 24, generator=g)
+    assert torch.isclose(ssim(x, x), torch.tensor(1.0), atol=1e-6)
+    y = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    s = ssim(x, y)
+    assert 0.0 < s < 0.9
+    assert torch.isclose(s, ssim(y, x), atol=1e-6)
+
+
+def test_draws_are_keyed_per_sample():
+    """A sample's draws do not depend on its batch companions or position (world-size invariance)."""
+    a = draw(7, 3, [10, 11, 12, 13], (3, 8, 8), consistency=True)
+    b = draw(7, 3, [12, 10], (3, 8, 8), consistency=True)
+    assert a.t == b.t and 1 <= a.t <= len(RELEASED_SCHEDULE)
+    assert torch.equal(a.noise[2], b.noise[0]) and torch.equal(a.noise[0], b.noise[1])
+    assert torch.equal(a.sampler1[:, 2], b.sampler1[:, 0]) and torch.equal(a.sampler2[:, 0], b.sampler2[:, 1])
+    lo, hi = gamma_interval(RELEASED_SCHEDULE, a.t)
+    assert bool(((a.gamma >= lo) & (a.gamma <= hi)).all())
+    c = draw(7, 4, [10], (3, 8, 8))
+    assert not torch.equal(c.noise[0], a.noise[0]) and c.sampler2 is None
+    with pytest.raises(ValueError, match="t must be in"):
+        gamma_interval(RELEASED_SCHEDULE, 0)
