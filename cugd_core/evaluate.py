@@ -1,0 +1,308 @@
+"""Metrics and the `evaluate` command: PSNR / SSIM on paired folders, with and without GT-mean.
+
+Protocol (read off the reference code; every metric is computed on 8-bit images):
+
+* PSNR: on the RGB uint8 images, MSE over all pixels and channels, peak 255 (as skimage's
+  `peak_signal_noise_ratio` on uint8, which the CUGD authors' `metrics.py` calls).
+* SSIM: Wang et al. 2004 with K1 = 0.01, K2 = 0.03, dynamic range 255, mean of the SSIM map over
+  the pixels whose window lies inside the image. Window (`ssim_window`):
+  - `"uniform"` (default): 7x7 box with the sample-covariance correction N/(N-1). These are
+    scikit-image's `structural_similarity` defaults, which both the CUGD authors (`metrics.py`:
+    `ssim(gray_gt, gray_pred)`) and GSAD (`utils.calculate_ssim`) call, so this *is* their protocol.
+  - `"gaussian"`: the 11x11 Gaussian window, sigma 1.5, no covariance correction (Wang et al.'s
+    MATLAB reference; skimage `gaussian_weights=True, use_sample_covariance=False`).
+* SSIM (gray): on the BT.601 luma of the RGB images, computed exactly as OpenCV's
+  `cvtColor(..., COLOR_BGR2GRAY)` on uint8 does (fixed point: (9798 R + 19235 G + 3735 B + 16384) >> 15,
+  checked equal on all 2^24 colours against opencv-python 4.10 and 5.0),
+  which is what the authors' `metrics.py` feeds to SSIM.
+* SSIM (RGB): the SSIM of each channel, averaged (GSAD's `calculate_ssim`, skimage `channel_axis`).
+* GT-mean (GSAD `test.py`, after LLFlow and KinD): prediction and GT go to [0, 1]; each one's mean
+  gray (0.299 R + 0.587 G + 0.114 B, float) is taken; the prediction is multiplied by
+  `mean_gray(GT) / mean_gray(pred)`, clipped to [0, 1] and turned back into uint8 by truncation
+  (`(x * 255).astype(uint8)`, as GSAD does); all metrics are then computed on it. (LLFlow divides
+  by the plain RGB mean of the prediction instead and does not re-quantise; we follow GSAD.)
+  A black prediction (mean 0) is left as it is.
+
+Not available: NIQE needs the pristine-model parameters of Mittal et al.; LPIPS needs network
+weights that no registry package ships (the `lpips` package downloads its backbone at run time),
+so neither is reported rather than faked. See `NOT_AVAILABLE`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+METRICS = ("psnr", "ssim_gray", "ssim_rgb", "psnr_gtmean", "ssim_gray_gtmean", "ssim_rgb_gtmean")
+NOT_AVAILABLE = {
+    "lpips": "not computed: LPIPS needs AlexNet/VGG backbone weights that no registry package ships "
+             "(the lpips package downloads them at run time)",
+}
+
+
+# -- conversions ---------------------------------------------------------------------------------
+def rgb_to_gray_u8(image_u8: np.ndarray) -> np.ndarray:
+    """uint8 RGB `[H,W,3]` -> uint8 luma `[H,W]`, bit-exact with OpenCV's COLOR_RGB2GRAY on uint8."""
+    a = _check_u8(image_u8, "image").astype(np.int32)
+    return ((a[..., 0] * 9798 + a[..., 1] * 19235 + a[..., 2] * 3735 + 16384) >> 15).astype(np.uint8)
+
+
+def mean_gray(image01: np.ndarray) -> float:
+    """Mean BT.601 gray of a float RGB image `[H,W,3]` in [0, 1]."""
+    return float(np.tensordot(np.asarray(image01, np.float64), [0.299, 0.587, 0.114], axes=([-1], [0])).mean())
+
+
+def gt_mean_correct(pred_u8: np.ndarray, gt_u8: np.ndarray) -> np.ndarray:
+    """GSAD's GT-mean brightness correction of a prediction (see the module docstring)."""
+    p = _check_u8(pred_u8, "prediction") / 255.0
+    m_out, m_gt = mean_gray(p), mean_gray(_check_u8(gt_u8, "ground truth") / 255.0)
+    if m_out <= 0.0:
+        return pred_u8.copy()
+    return (np.clip(p * (m_gt / m_out), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _check_u8(a: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"{what} must be uint8 RGB [H,W,3], got {a.dtype} {a.shape}")
+    return a
+
+
+# -- metrics -------------------------------------------------------------------------------------
+def psnr(pred: np.ndarray, gt: np.ndarray, data_range: float = 255.0) -> float:
+    """PSNR in dB over all elements (inf for identical images)."""
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if pred.shape != gt.shape:
+        raise ValueError(f"shapes differ: prediction {pred.shape} vs ground truth {gt.shape}")
+    mse = float(np.mean((pred - gt) ** 2))
+    return math.inf if mse == 0.0 else 10.0 * math.log10(data_range ** 2 / mse)
+
+
+def _window(kind: str) -> tuple[np.ndarray, float]:
+    """1-D window weights and covariance normalisation for `ssim`."""
+    if kind == "uniform":
+        return np.full(7, 1.0 / 7.0), 49.0 / 48.0
+    if kind == "gaussian":
+        x = np.arange(-5, 6, dtype=np.float64)  # radius int(3.5 * 1.5 + 0.5) = 5, as skimage
+        w = np.exp(-(x ** 2) / (2 * 1.5 ** 2))
+        return w / w.sum(), 1.0
+    raise ValueError(f"ssim window must be 'uniform' or 'gaussian', got {kind!r}")
+
+
+def _filter_valid(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Separable correlation `[H,W]` -> `[H-n+1, W-n+1]` (only windows inside the image)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    y = sliding_window_view(x, len(w), axis=0) @ w
+    return sliding_window_view(y, len(w), axis=1) @ w
+
+
+def ssim(a: np.ndarray, b: np.ndarray, *, window: str = "uniform", data_range: float = 255.0) -> float:
+    """Mean SSIM of two images `[H,W]` or `[H,W,C]` (per channel, then averaged)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    if a.ndim == 3:
+        return float(np.mean([ssim(a[..., c], b[..., c], window=window, data_range=data_range)
+                              for c in range(a.shape[2])]))
+    w, cov_norm = _window(window)
+    if min(a.shape) < len(w):
+        raise ValueError(f"SSIM ({window} window) needs images of at least {len(w)}x{len(w)} pixels, "
+                         f"got {a.shape}")
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = _filter_valid(a, w), _filter_valid(b, w)
+    var_a = cov_norm * (_filter_valid(a * a, w) - mu_a * mu_a)
+    var_b = cov_norm * (_filter_valid(b * b, w) - mu_b * mu_b)
+    cov = cov_norm * (_filter_valid(a * b, w) - mu_a * mu_b)
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(s.mean())
+
+
+def image_metrics(pred_u8: np.ndarray, gt_u8: np.ndarray, *, ssim_window: str = "uniform") -> dict:
+    """The six metrics of one prediction against its ground truth (both uint8 RGB `[H,W,3]`)."""
+    pred_u8, gt_u8 = _check_u8(pred_u8, "prediction"), _check_u8(gt_u8, "ground truth")
+    if pred_u8.shape != gt_u8.shape:
+        raise ValueError(f"prediction is {pred_u8.shape[:2]} but ground truth is {gt_u8.shape[:2]}")
+    gt_gray = rgb_to_gray_u8(gt_u8)
+    out = {}
+    for suffix, p in (("", pred_u8), ("_gtmean", gt_mean_correct(pred_u8, gt_u8))):
+        out["psnr" + suffix] = psnr(p, gt_u8)
+        out["ssim_gray" + suffix] = ssim(rgb_to_gray_u8(p), gt_gray, window=ssim_window)
+        out["ssim_rgb" + suffix] = ssim(p, gt_u8, window=ssim_window)
+    return {k: out[k] for k in METRICS}
+
+
+# -- folders -------------------------------------------------------------------------------------
+def list_pairs(pairs_dir: str | os.PathLike) -> list[tuple[str, Path, Path]]:
+    """`(name, low path, high path)` of a LOL-layout folder (`low/`, `high/`, same file names),
+    sorted by name. Files present on one side only are an error."""
+    root = Path(pairs_dir)
+    sides = {}
+    for side in ("low", "high"):
+        d = root / side
+        if not d.is_dir():
+            raise FileNotFoundError(f"{root} is not a paired folder: {d} is missing (expected low/ and high/)")
+        sides[side] = {p.name: p for p in d.iterdir()
+                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")}
+    only_low, only_high = sorted(set(sides["low"]) - set(sides["high"])), sorted(set(sides["high"]) - set(sides["low"]))
+    if only_low or only_high:
+        raise ValueError(f"unpaired files in {root}: low only {only_low[:5]}, high only {only_high[:5]}")
+    if not sides["low"]:
+        raise FileNotFoundError(f"no images in {root / 'low'}")
+    return [(n, sides["low"][n], sides["high"][n]) for n in sorted(sides["low"])]
+
+
+def find_prediction(pred_dir: Path, name: str) -> Path:
+    """The prediction of `name` in `pred_dir`: the same file name, else the same stem with any image
+    extension."""
+    exact = pred_dir / name
+    if exact.is_file():
+        return exact
+    stem = Path(name).stem
+    for ext in IMAGE_EXTENSIONS:
+        for cand in (pred_dir / (stem + ext), pred_dir / (stem + ext.upper())):
+            if cand.is_file():
+                return cand
+    raise FileNotFoundError(f"no prediction for {name} in {pred_dir}")
+
+
+@dataclass
+class EvalResult:
+    """Per-image metrics, their means and the protocol used."""
+
+    per_image: list[dict] = field(default_factory=list)
+    protocol: dict = field(default_factory=dict)
+
+    @property
+    def mean(self) -> dict:
+        return {k: float(np.mean([r[k] for r in self.per_image])) if self.per_image else float("nan")
+                for k in METRICS}
+
+    def to_dict(self) -> dict:
+        return {"protocol": self.protocol, "count": len(self.per_image), "mean": self.mean,
+                "per_image": self.per_image, **NOT_AVAILABLE}
+
+    def table(self, per_image: bool = True) -> str:
+        head = f"{'image':<24}" + "".join(f"{k:>17}" for k in METRICS)
+        rows = [head, "-" * len(head)]
+        if per_image:
+            rows += [f"{r['name'][:24]:<24}" + "".join(f"{_fmt(r[k]):>17}" for k in METRICS)
+                     for r in self.per_image]
+            rows.append("-" * len(head))
+        rows.append(f"{'mean (' + str(len(self.per_image)) + ')':<24}"
+                    + "".join(f"{_fmt(v):>17}" for v in self.mean.values()))
+        return "\n".join(rows)
+
+
+def _fmt(v: float) -> str:
+    return "inf" if math.isinf(v) else f"{v:.4f}"
+
+
+def evaluate_pairs(pairs_dir: str | os.PathLike, *, predict_fn: PredictFn | None = None,
+                   pred_dir: str | os.PathLike | None = None, save_pred: str | os.PathLike | None = None,
+                   ssim_window: str = "uniform", limit: int | None = None,
+                   progress: bool = True) -> EvalResult:
+    """Score predictions against `high/` of a paired folder. Predictions come from `predict_fn(low_u8)
+    -> pred_u8` (run on each `low/` image; written to `save_pred` if given) or from the files of
+    `pred_dir` matched by name. Exactly one of the two."""
+    if (predict_fn is None) == (pred_dir is None):
+        raise ValueError("give exactly one of predict_fn and pred_dir")
+    _window(ssim_window)
+    pairs = list_pairs(pairs_dir)[:limit] if limit else list_pairs(pairs_dir)
+    result = EvalResult(protocol={
+        "pairs": str(pairs_dir), "predictions": str(pred_dir) if pred_dir else "predict_fn",
+        "ssim_window": ssim_window, "gray": "BT.601 luma, OpenCV uint8 fixed point",
+        "gt_mean": "GSAD: pred * meangray(gt)/meangray(pred), clip, truncate to uint8"})
+    from tqdm import tqdm
+    for name, low_path, high_path in tqdm(pairs, desc="evaluate", unit="img", disable=not progress):
+        gt = load_image(high_path)
+        if predict_fn is not None:
+            pred = np.asarray(predict_fn(load_image(low_path)))
+            if save_pred:
+                save_png_atomic(pred, Path(save_pred) / (Path(name).stem + ".png"))
+        else:
+            pred = load_image(find_prediction(Path(pred_dir), name))
+        if pred.shape != gt.shape:
+            raise ValueError(f"{name}: prediction is {pred.shape} but ground truth is {gt.shape}")
+        result.per_image.append({"name": name, **image_metrics(pred, gt, ssim_window=ssim_window)})
+    return result
+
+
+def write_json_atomic(obj: dict, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
+    os.replace(tmp, path)
+
+
+# -- CLI -----------------------------------------------------------------------------------------
+def model_predict_fn(model: str, **enhance_kwargs) -> PredictFn:
+    """`predict_fn` of a CUGD model (file or Hub reference) through the pack's one pipeline
+    (`enhance.enhance`: priors from MobileSAM unless told otherwise, then sampling)."""
+    from .enhance import enhance
+    from .weights import load_denoiser
+    denoiser = load_denoiser(model)
+    return lambda low_u8: enhance(low_u8, denoiser, **enhance_kwargs)
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `evaluate` on the CLI's subparsers; the handler is `args.func(args) -> exit code`."""
+    p = subparsers.add_parser(
+        "evaluate", help="PSNR/SSIM (with and without GT-mean) of a model, a baseline or a folder "
+                         "of predictions on a paired folder (low/, high/)",
+        description=__doc__.split("\n\n")[0])
+    p.add_argument("--pairs", required=True, metavar="DIR", help="paired folder with low/ and high/")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pred", metavar="DIR", help="folder of predictions, matched to high/ by file name")
+    src.add_argument("--model", metavar="M", help="CUGD model (.safetensors / .pth path or Hub reference)")
+    src.add_argument("--baseline", metavar="NAME",
+                     help="a classical baseline: identity, gain_gamma, histeq, clahe, zero_dce")
+    p.add_argument("--json", metavar="OUT", help="write per-image and mean scores as JSON here")
+    p.add_argument("--save-pred", metavar="DIR", help="with --model/--baseline: also write the predictions")
+    p.add_argument("--ssim-window", choices=("uniform", "gaussian"), default="uniform",
+                   help="uniform: 7x7 box (skimage default = authors'/GSAD protocol); "
+                        "gaussian: 11x11, sigma 1.5 (Wang et al.)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N pairs (0: all)")
+    p.add_argument("--steps", type=int, default=None, help="with --model: sampling steps")
+    p.add_argument("--seed", type=int, default=None, help="with --model: sampling seed")
+    p.add_argument("--prior-mode", choices=("fast", "exact"), default=None, help="with --model: SAM prior mode")
+    p.add_argument("--summary", action="store_true", help="print only the mean row")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    try:
+        predict_fn = None
+        if args.model:
+            kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("prior_mode", args.prior_mode))
+                  if v is not None}
+            predict_fn = model_predict_fn(args.model, **kw)
+        elif args.baseline:
+            from .baselines import get_baseline
+            predict_fn = get_baseline(args.baseline)
+        result = evaluate_pairs(args.pairs, predict_fn=predict_fn, pred_dir=args.pred,
+                                save_pred=args.save_pred, ssim_window=args.ssim_window,
+                                limit=args.limit or None, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"evaluate: error: {e}", file=sys.stderr)
+        return 2
+    result.protocol["source"] = args.model or (f"baseline:{args.baseline}" if args.baseline else args.pred)
+    print(result.table(per_image=not args.summary))
+    for k, v in NOT_AVAILABLE.items():
+        print(f"{k}: {v}")
+    if args.json:
+        write_json_atomic(result.to_dict(), args.json)
+        print(f"scores written to {args.json}")
+    return 0
