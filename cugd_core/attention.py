@@ -37,7 +37,9 @@ class Attention(nn.Module):
         if q_src.shape != x.shape:
             raise ValueError(f"cross-attention guidance {tuple(q_src.shape)} must match features {tuple(x.shape)}")
         # [B,C,H,W] -> [B,1,HW,C]: one head, tokens = positions
-        q, k, v = (t.flatten(2).transpose(1, 2).unsqueeze(1) for t in (self.q(q_src), self.k(n), self.v(n)))
+        q, k, v = (t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous() for t in (self.q(q_src), self.k(n), self.v(n)))
+        # contiguous q/k/v: the CPU flash kernel (O(tokens) memory) needs a unit last stride; otherwise
+        # SDPA silently falls back to the math path and materialises the [HW, HW] matrix.
         a = F.scaled_dot_product_attention(q, k, v)  # default scale 1/sqrt(C), as the authors'
         a = a.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
         return x + self.out(a)
