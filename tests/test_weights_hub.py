@@ -97,32 +97,36 @@ class HubServer:
         self.thread.join()
 
 
-# Runs in a fresh interpreter: load through the public API, report the output on the golden
-# inputs (or the error) as one JSON line.
+# Runs in a fresh interpreter: load each reference through the public API, report the output on
+# the golden inputs (or the error) as one JSON list.
 _LOAD = r"""
 import json, sys, numpy as np, torch
 from cugd_core.weights import load_denoiser
-try:
-    model = load_denoiser(sys.argv[1])
-except Exception as e:
-    print(json.dumps({"error": type(e).__name__, "message": str(e)})); sys.exit(0)
-z = np.load(sys.argv[2])
+z = np.load(sys.argv[1])
 t = lambda k: torch.from_numpy(z["nopad/" + k])
-with torch.no_grad():
-    eps = model(t("x"), t("gamma"), t("edge"), t("semantic"))
-print(json.dumps({"max_diff": float((eps - t("eps")).abs().max()), "config": model.config.to_json(),
-                  "dtype": str(next(model.parameters()).dtype), "training": model.training}))
+results = []
+for ref in sys.argv[2:]:
+    try:
+        model = load_denoiser(ref)
+    except Exception as e:
+        results.append({"error": type(e).__name__, "message": str(e)})
+        continue
+    with torch.no_grad():
+        eps = model(t("x"), t("gamma"), t("edge"), t("semantic"))
+    results.append({"max_diff": float((eps - t("eps")).abs().max()), "config": model.config.to_json(),
+                    "dtype": str(next(model.parameters()).dtype), "training": model.training})
+print(json.dumps(results))
 """
 
 
-def _load_in_fresh_process(ref: str, hf_home, *, endpoint: str, offline: bool) -> dict:
+def _load_in_fresh_process(refs: list[str], hf_home, *, endpoint: str, offline: bool) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
     env.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home), HF_HUB_DISABLE_TELEMETRY="1",
                HF_HUB_DISABLE_PROGRESS_BARS="1", NO_PROXY="127.0.0.1,localhost", PYTHONPATH=str(REPO))
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     from tests._paths import GOLDEN
-    proc = subprocess.run([sys.executable, "-c", _LOAD, ref, str(GOLDEN / "golden_net_small.npz")],
+    proc = subprocess.run([sys.executable, "-c", _LOAD, str(GOLDEN / "golden_net_small.npz"), *refs],
                           env=env, cwd=str(REPO), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -142,7 +146,7 @@ def test_hub_download_then_offline_cache_then_clear_errors(served, tmp_path):
     hf_home, ref = tmp_path / "hf_home", f"hf://{REPO_ID}/{FILENAME}@main"
     endpoint = served.url
 
-    online = _load_in_fresh_process(ref, hf_home, endpoint=endpoint, offline=False)
+    [online] = _load_in_fresh_process([ref], hf_home, endpoint=endpoint, offline=False)
     assert "error" not in online, online
     assert online["max_diff"] <= 1e-5 and online["dtype"] == "torch.float32" and not online["training"]
     assert ("GET", f"/{REPO_ID}/resolve/main/{FILENAME}") in served.requests
@@ -152,20 +156,21 @@ def test_hub_download_then_offline_cache_then_clear_errors(served, tmp_path):
     served.stop()  # from here on nothing answers on that port
     n_requests = len(served.requests)
 
-    offline = _load_in_fresh_process(ref, hf_home, endpoint=endpoint, offline=True)
+    offline, pinned = _load_in_fresh_process([ref, f"hf://{REPO_ID}/{FILENAME}@{COMMIT}"], hf_home,
+                                             endpoint=endpoint, offline=True)
     assert offline == online, "HF_HUB_OFFLINE=1 must load the same model from the cache"
-    pinned = _load_in_fresh_process(f"hf://{REPO_ID}/{FILENAME}@{COMMIT}", hf_home, endpoint=endpoint, offline=True)
     assert pinned == online, "a commit-hash revision resolves from the cache too"
-    unreachable = _load_in_fresh_process(ref, hf_home, endpoint=endpoint, offline=False)
+    [unreachable] = _load_in_fresh_process([ref], hf_home, endpoint=endpoint, offline=False)
     assert unreachable == online, "with the server down, a cached file is still used"
     assert len(served.requests) == n_requests
 
     empty_home = tmp_path / "empty_home"
-    miss = _load_in_fresh_process(ref, empty_home, endpoint=endpoint, offline=True)
+    [miss] = _load_in_fresh_process([ref], empty_home, endpoint=endpoint, offline=True)
     assert miss["error"] == "HubError"
     assert "not in the Hugging Face cache" in miss["message"] and "HF_HUB_OFFLINE" in miss["message"]
 
-    down = _load_in_fresh_process(ref, empty_home, endpoint=endpoint, offline=False)
+    # (huggingface_hub retries a refused connection with back-off, ~25 s, before giving up)
+    [down] = _load_in_fresh_process([ref], empty_home, endpoint=endpoint, offline=False)
     assert down["error"] == "HubError"
     assert "cannot reach the Hugging Face Hub" in down["message"] and endpoint in down["message"]
 
@@ -176,8 +181,8 @@ def test_hub_missing_repo_revision_file_are_named(served, tmp_path):
     cases = {f"hf://someone/absent/{FILENAME}": "repository 'someone/absent' not found",
              f"hf://{REPO_ID}/{FILENAME}@v9": "revision 'v9' not found",
              f"hf://{REPO_ID}/weights/other.safetensors": "file 'weights/other.safetensors' not found"}
-    for ref, expected in cases.items():
-        result = _load_in_fresh_process(ref, hf_home, endpoint=served.url, offline=False)
+    results = _load_in_fresh_process(list(cases), hf_home, endpoint=served.url, offline=False)
+    for (ref, expected), result in zip(cases.items(), results):
         assert result.get("error") == "HubError" and expected in result["message"], (ref, result)
 
 

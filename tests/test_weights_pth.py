@@ -311,3 +311,15 @@ def test_resolve_in_folder(tmp_path):
     with pytest.raises(FileNotFoundError):
         resolve_in_folder(models, "nope.safetensors")
     assert resolve_in_folder(models, "new.safetensors", must_exist=False) == (models / "new.safetensors").resolve()
+
+
+def test_plain_safetensors_without_metadata_needs_its_config(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file(golden_state_dict(), tmp_path / "plain.safetensors")  # someone else's export: no config
+    model = load_denoiser(tmp_path / "plain.safetensors", golden_config().to_dict())
+    assert golden_eps(model) <= 1e-5
+    # without a config the shapes give the architecture, but norm_groups falls back to the released 32
+    guessed = load_denoiser(tmp_path / "plain.safetensors")
+    assert guessed.config.norm_groups == 32 and guessed.config.inner_channel == 32
+    assert golden_eps(guessed) > 1e-3
