@@ -1,0 +1,40 @@
+"""CUIE Encode: the prior guidance, computed once per image and reused by every sampling step."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from . import comfy_bridge as bridge
+from .types import CATEGORY, CUGDGuidance, CUGDModel, CUGDPriors, Guidance
+
+
+class CUGDCUIEEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CUGD_CUIEEncode",
+            display_name="CUGD CUIE Encode",
+            category=CATEGORY,
+            description="Encodes the priors with the model's Context Understanding Injection Encoder (CUIE). "
+                        "It does not depend on the noise level, so it runs once and every sampler step reuses it.",
+            inputs=[
+                CUGDModel.Input("model", tooltip="The CUGD model (its CUIE weights are used)."),
+                CUGDPriors.Input("priors", tooltip="Priors from CUGD SAM Priors or Priors from Masks."),
+            ],
+            outputs=[CUGDGuidance.Output(display_name="guidance",
+                                         tooltip="CUIE guidance for the sampler (same model required).")],
+        )
+
+    @classmethod
+    def execute(cls, model, priors) -> io.NodeOutput:
+        imageops, enhance = bridge.core("imageops"), bridge.core("enhance")
+        bridge.check_interrupt()
+        with model.active() as net:
+            multiple = enhance.pad_multiple(net)
+            edge = imageops.pad_to_multiple(priors.edge.to(model.load_device), multiple)
+            semantic = imageops.pad_to_multiple(priors.semantic.to(model.load_device), multiple)
+            guidance = bridge.CastingDenoiser(net, model.load_device, model.dtype).cuie(edge, semantic)
+        return io.NodeOutput(Guidance(guidance.to(bridge.intermediate_device()), priors.hw,
+                                      tuple(edge.shape[-2:]), id(model.denoiser), priors))
+
+
+NODES = [CUGDCUIEEncode]
