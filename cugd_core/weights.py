@@ -38,7 +38,7 @@ from .hub import HubRef, hub_download, is_hub_ref, parse_hub_ref
 from .schedule import RELEASED_SCHEDULE, Schedule
 
 __all__ = ["CheckpointError", "HubRef", "load_denoiser", "load_authors_pth", "load_safetensors",
-           "save_safetensors", "read_state_dict", "detect_config", "resolve_in_folder", "add_cli"]
+           "save_safetensors", "read_metadata", "detect_config", "resolve_in_folder", "add_cli"]
 
 FORMAT = "cugd"
 FORMAT_VERSION = 1
@@ -82,6 +82,7 @@ def _sniff(path: Path) -> str:
 
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     """`torch.load(weights_only=True)` with torch's exceptions turned into clear ones."""
+    _check_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -121,19 +122,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     except SafetensorError as e:
         raise CheckpointError(f"cannot read {path}: not a valid .safetensors file, or truncated ({e})") from None
     return tensors, metadata
-
-
-def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Raw tensors and metadata of a weights file (authors' .pth or .safetensors).
-
-    For a .pth the metadata holds `kind = "authors_pth"` and the schedule found in its buffers.
-    Keys are returned as stored (with `denoise_fn.` etc.); see `unwrap_authors`.
-    """
-    path = Path(path)
-    if _sniff(path) == "safetensors":
-        tensors, meta = _read_safetensors(path)
-        return tensors, {"kind": "safetensors", **meta}
-    return _read_torch(path), {"kind": "authors_pth"}
 
 
 def unwrap_authors(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
