@@ -474,7 +474,7 @@ def run_convert(args: argparse.Namespace) -> int:
         save_safetensors(model, out, metadata=meta, dtype=torch.float16 if args.fp16 else None)
     except (CheckpointError, OSError, ValueError) as e:
         raise SystemExit(f"convert: {e}") from None
-    n = sum(v.numel() for v in model.state_dict().values())
+    n = sum(v.numel() for k, v in model.state_dict().items() if not _DEAD_MLP.match(k))  # as written
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {n:,} values, "
           f"{'float16' if args.fp16 else 'float32'}) config {model.config.to_json()}")
     return 0
