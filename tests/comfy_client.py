@@ -185,11 +185,15 @@ class ComfyClient:
     def object_info(self, node: str | None = None) -> dict:
         return self.get_json("/object_info" + (f"/{urllib.parse.quote(node)}" if node else ""))
 
-    def queue(self, prompt: dict) -> str:
-        """POST /prompt; returns the prompt id, or raises ComfyError with the server's node_errors."""
+    def queue(self, prompt: dict, partial: bool = False) -> str:
+        """POST /prompt; returns the prompt id, or raises ComfyError with the server's node_errors.
+
+        The server accepts a prompt when at least one output node validates and silently drops the
+        others (node_errors lists them); unless `partial`, that is an error here too.
+        """
         status, body = self.post_json("/prompt", {"prompt": prompt, "client_id": self.client_id})
-        if status != 200:
-            raise ComfyError(f"/prompt refused it (HTTP {status}): {json.dumps(body)[:2000]}", body)
+        if status != 200 or (body.get("node_errors") and not partial):
+            raise ComfyError(f"/prompt refused (some of) it (HTTP {status}): {json.dumps(body)[:2000]}", body)
         return body["prompt_id"]
 
     def wait(self, prompt_id: str, timeout: float = 120.0, poll: float = 0.2) -> dict:
