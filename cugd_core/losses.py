@@ -117,20 +117,22 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, size: int
     if x.shape != y.shape or x.ndim != 4:
         raise ValueError(f"ssim needs two [B,C,H,W] tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     c = x.shape[1]
-    g = gaussian_window(size, sigma, x.device, x.dtype)
+    g = gaussian_window(size, sigma, x.device, torch.float32)
     wh, ww = g.reshape(1, 1, size, 1).repeat(c, 1, 1, 1), g.reshape(1, 1, 1, size).repeat(c, 1, 1, 1)
 
     def blur(v):
         return F.conv2d(F.conv2d(v, wh, groups=c), ww, groups=c)
 
     c1, c2 = (k[0] * data_range) ** 2, (k[1] * data_range) ** 2
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x ** 2
-    var_y = blur(y * y) - mu_y ** 2
-    cov = blur(x * y) - mu_x * mu_y
-    cs = (2 * cov + c2) / (var_x + var_y + c2)
-    lum = (2 * mu_x * mu_y + c1) / (mu_x ** 2 + mu_y ** 2 + c1)
-    return (lum * cs).flatten(2).mean(-1).mean()
+    with torch.autocast(x.device.type, enabled=False):  # variances cancel badly in bf16
+        x, y = x.float(), y.float()
+        mu_x, mu_y = blur(x), blur(y)
+        var_x = blur(x * x) - mu_x ** 2
+        var_y = blur(y * y) - mu_y ** 2
+        cov = blur(x * y) - mu_x * mu_y
+        cs = (2 * cov + c2) / (var_x + var_y + c2)
+        lum = (2 * mu_x * mu_y + c1) / (mu_x ** 2 + mu_y ** 2 + c1)
+        return (lum * cs).flatten(2).mean(-1).mean()
 
 
 def sam_weight(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

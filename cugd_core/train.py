@@ -1,0 +1,592 @@
+"""Training: `python -m cugd_core train` (SPEC 6; one code path for 1 process and `torchrun`).
+
+    python -m cugd_core train --data PAIRS --out RUN [--val-data PAIRS] [--steps N] ...
+    torchrun --nproc_per_node N -m cugd_core train --data PAIRS --out RUN ...
+
+* World size 1 is a plain process; under `torchrun` (env `WORLD_SIZE`) it is DistributedDataParallel
+  with `nccl` on GPUs and `gloo` on CPU. `--batch-size` is the *global* batch (split over ranks);
+  `data.StepBatches` shards it with a `DistributedSampler`.
+* Every random number of step s (crop, flip, t, gamma, eps, the unrolled sampler's draws) is keyed by
+  (seed, s, sample index), so a run gives the same trajectory for any world size (up to float
+  reduction order) and a resume at step s continues bit-exactly on the same world size.
+* Rank 0 writes everything: `RUN/checkpoint.pt` (model, EMA, optimizer, step, RNG states of every rank,
+  config; atomic, every `--ckpt-every` steps and on SIGINT/SIGTERM), `RUN/best.pt` (EMA at the best
+  validation PSNR), `RUN/config.json`, `RUN/log.jsonl` (one JSON object per line: train and val
+  records). Validation: the EMA model, full-size padded validation pairs, the 10-step DDPM sampler,
+  `evaluate.image_metrics`.
+* Adam 1e-4, orthogonal init (SPEC 6.1), EMA of the weights, bf16 autocast on GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .config import CUGDConfig
+from .data import ARRAYS, PRIOR_MODES, PairDataset, StepBatches, load_pair, missing_priors, to_tensors
+from .losses import LossConfig, compute_loss, draw
+from .schedule import RELEASED_SCHEDULE
+from .unet import CUGDDenoiser
+
+CHECKPOINT, BEST, CONFIG_JSON, LOG = "checkpoint.pt", "best.pt", "config.json", "log.jsonl"
+CKPT_FORMAT = "cugd-train-1"
+DEFAULT_MODEL = CUGDConfig(inner_channel=32, norm_groups=16, channel_multiplier=(1, 2, 2, 2), attn_res=(16,),
+                           image_size=64, res_blocks=1, with_uncertainty_head=False)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. `model` uses the authors' vocabulary (`CUGDConfig.to_dict`)."""
+
+    data: str
+    out: str
+    steps: int = 10000
+    batch_size: int = 8  # global, over all ranks
+    crop: int = 96
+    lr: float = 1e-4
+    ema_decay: float = 0.999
+    seed: int = 0
+    prior_mode: str = "fast"
+    constant_priors: bool = False  # the no-prior ablation: every prior is the colour of a zero map
+    model: dict = field(default_factory=DEFAULT_MODEL.to_dict)
+    loss: dict = field(default_factory=lambda: dataclasses.asdict(LossConfig()))
+    init: str | None = None  # weights to fine-tune from (any source load_denoiser reads)
+    val_data: str | None = None
+    val_count: int = 8
+    val_every: int = 500
+    ckpt_every: int = 200
+    log_every: int = 10
+    workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.prior_mode not in PRIOR_MODES:
+            raise ValueError(f"prior_mode must be one of {PRIOR_MODES}, got {self.prior_mode!r}")
+        if self.steps < 0 or self.batch_size < 1 or self.crop < 8:
+            raise ValueError("need steps >= 0, batch_size >= 1, crop >= 8")
+        self.model_config()  # validates
+        self.loss_config()
+
+    def model_config(self) -> CUGDConfig:
+        cfg = CUGDConfig.from_authors({**self.model, "with_uncertainty_head": False})
+        if self.crop % cfg.size_multiple:
+            raise ValueError(f"crop {self.crop} must be a multiple of {cfg.size_multiple} for this model")
+        return cfg
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(**self.loss)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    # what must not change when a run is resumed
+    def identity(self) -> dict:
+        return {k: v for k, v in self.to_dict().items()
+                if k in ("batch_size", "crop", "lr", "ema_decay", "seed", "prior_mode", "constant_priors", "model", "loss")}
+
+
+# -- distributed -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def setup_distributed(device: str | None = None, threads: int | None = None) -> Dist:
+    """Join the process group `torchrun` describes (env WORLD_SIZE/RANK/LOCAL_RANK); world 1 otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    want = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(f"cuda:{local}") if want == "cuda" else torch.device(want)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if threads:
+        torch.set_num_threads(threads)
+    elif dev.type == "cpu" and world > 1:  # share the cores between the ranks of this machine
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(minutes=60))
+    return Dist(rank, world, local, dev)
+
+
+def _all_mean(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.active:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= d.world
+    return x
+
+
+def _any(flag: bool, d: Dist) -> bool:
+    if not d.active:
+        return flag
+    t = torch.tensor([int(flag)], device=d.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+# -- model -------------------------------------------------------------------------------------------
+def orthogonal_init(model: nn.Module) -> nn.Module:
+    """SPEC 6.1: orthogonal (gain 1) Conv/Linear weights, zero biases; GroupNorm stays (1, 0)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.orthogonal_(m.weight, gain=1.0)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
+
+
+def build_model(cfg: TrainConfig) -> CUGDDenoiser:
+    """A fresh (or `cfg.init`) denoiser; the never-called SR3 `res_block.mlp` weights are frozen so
+    DDP does not wait for their gradients."""
+    torch.manual_seed(cfg.seed)  # same init on every rank (DDP broadcasts rank 0's anyway)
+    config = cfg.model_config()
+    model = orthogonal_init(CUGDDenoiser(config))
+    if cfg.init:
+        from .weights import load_denoiser
+        src = load_denoiser(cfg.init)
+        if dataclasses.replace(src.config, with_uncertainty_head=False) != config:
+            raise ValueError(f"--init {cfg.init} has config {src.config.to_dict()}, not the run's {config.to_dict()}")
+        missing, _ = model.load_state_dict(src.state_dict(), strict=False)
+        if [k for k in missing if ".res_block.mlp." not in k]:
+            raise ValueError(f"--init {cfg.init} lacks {missing[:5]}")
+    for name, p in model.named_parameters():
+        if ".res_block.mlp." in name:
+            p.requires_grad_(False)
+    return model
+
+
+class LossModule(nn.Module):
+    """Wraps the denoiser so that one DDP forward computes the whole loss (11 or more net calls)."""
+
+    def __init__(self, net: CUGDDenoiser, loss: LossConfig):
+        super().__init__()
+        self.net, self.loss = net, loss
+
+    def forward(self, batch: dict, draws, unrolled: bool):
+        terms = compute_loss(self.net, batch, draws, self.loss, unrolled=unrolled)
+        stats = torch.stack([terms.total.detach().float(), terms.noise.float(), terms.photo.float(),
+                             terms.ssim_loss.float(), terms.content_loss.float()])
+        return terms.total, stats
+
+
+STAT_NAMES = ("loss", "noise", "photo", "ssim_loss", "content_loss")
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach().to(e.dtype), 1.0 - decay)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """Warm-up so early EMA weights are not dominated by the random init."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
+# -- RNG and checkpoints -----------------------------------------------------------------------------
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    st = {"torch": torch.get_rng_state(), "python": [random.getstate()[0], list(random.getstate()[1]),
+                                                      random.getstate()[2]],
+          "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                    "has_gauss": int(np_state[3]), "cached": float(np_state[4])}}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    random.setstate((st["python"][0], tuple(st["python"][1]), st["python"][2]))
+    n = st["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state(st["cuda"])
+
+
+def _gather(obj: Any, d: Dist) -> list:
+    if not d.active:
+        return [obj]
+    out = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    from .evaluate import write_json_atomic as _w
+    _w(obj, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A training checkpoint (tensors and plain Python only: `weights_only=True`)."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise ValueError(f"{path} is not a CUGD training checkpoint ({CKPT_FORMAT})")
+    return ck
+
+
+# -- validation --------------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(model: CUGDDenoiser, root: str | os.PathLike, names: list[str], *, prior_mode: str,
+             constant_priors: bool = False, seed: int = 0, device=torch.device("cpu")) -> dict:
+    """Mean PSNR/SSIM (with and without GT-mean, `evaluate.image_metrics`) of `model` on full-size pairs,
+    padded to x32 as at test time (SPEC 1.2), sampled with the 10-step DDPM sampler."""
+    from .evaluate import METRICS, image_metrics
+    from .imageops import crop, pad_to_multiple, to_uint8
+    from .samplers import sample
+    model.eval()
+    rows = []
+    for name in names:
+        a = load_pair(root, name, prior_mode, constant_priors=constant_priors, sides=("low",))
+        h, w = a["low"].shape[:2]
+        t = {k: v.unsqueeze(0).to(device) for k, v in to_tensors(a).items()}
+        x = sample(model, pad_to_multiple(t["low"]), pad_to_multiple(t["low_edge"]),
+                   pad_to_multiple(t["low_semantic"]), steps=len(RELEASED_SCHEDULE), sampler="ddpm", seed=seed)
+        rows.append(image_metrics(to_uint8(crop(x, h, w).float()), a["high"]))
+    return {k: float(np.mean([r[k] for r in rows])) for k in METRICS} | {"count": len(rows)}
+
+
+# -- priors ------------------------------------------------------------------------------------------
+def ensure_priors(root: str | os.PathLike, mode: str, d: Dist, *, poll_s: float = 5.0) -> None:
+    """Compute the missing priors of a paired folder (rank 0; the others wait for the files)."""
+    err = Path(root) / "priors" / mode / ".failed"
+    if d.main:
+        if missing_priors(root, mode):
+            err.unlink(missing_ok=True)
+            try:
+                from .priors import compute_dataset_priors
+                compute_dataset_priors(root, mode=mode)
+            except BaseException as e:
+                err.parent.mkdir(parents=True, exist_ok=True)
+                err.write_text(repr(e))
+                raise
+        return
+    while missing_priors(root, mode):
+        if err.exists():
+            raise RuntimeError(f"rank 0 failed to compute the priors of {root}: {err.read_text()}")
+        time.sleep(poll_s)
+
+
+# -- the loop ----------------------------------------------------------------------------------------
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints and leaves at the end of the step."""
+
+    def __init__(self):
+        self.set = False
+        self._old = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set:  # second signal: give up at once
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, threads: int | None = None,
+          stop_after: int | None = None) -> dict:
+    """Run (or resume) training up to `cfg.steps`. Returns a summary (rank 0: last losses, val scores).
+
+    stop_after: leave after this many steps of *this call* with a checkpoint (tests; like a SIGTERM).
+    """
+    d = setup_distributed(device, threads)
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT
+    start = time.time()
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if ckpt_path.exists() and not resume:
+            raise FileExistsError(f"{out} already holds a run ({ckpt_path}); resume it or choose another --out")
+    if not cfg.constant_priors:
+        ensure_priors(cfg.data, cfg.prior_mode, d)
+    val_names: list[str] = []
+    if cfg.val_data and cfg.val_every > 0 and cfg.val_count > 0 and d.main:
+        from .evaluate import list_pairs
+        val_names = [n for n, _, _ in list_pairs(cfg.val_data)][:cfg.val_count]
+        if not cfg.constant_priors:
+            ensure_priors(cfg.val_data, cfg.prior_mode, Dist())
+
+    model = build_model(cfg).to(d.device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    step, train_s, best = 0, 0.0, {}
+    if resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        if ck["config"]["identity"] != json.loads(json.dumps(cfg.identity())):
+            raise ValueError(f"{ckpt_path} was made with other settings: {ck['config']['identity']} "
+                             f"vs {cfg.identity()}; use another --out")
+        model.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["optimizer"])
+        step, train_s, best = int(ck["step"]), float(ck["train_seconds"]), ck.get("best", {})
+        rng = ck["rng"]
+        set_rng_state(rng[d.rank] if d.rank < len(rng) else rng[0])
+    net = model
+    if d.active:
+        net = nn.parallel.DistributedDataParallel(LossModule(model, cfg.loss_config()),
+                                                  device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    else:
+        net = LossModule(model, cfg.loss_config())
+
+    dataset = PairDataset(cfg.data, prior_mode=cfg.prior_mode, crop=cfg.crop, seed=cfg.seed,
+                          constant_priors=cfg.constant_priors)
+    batches = StepBatches(len(dataset), cfg.batch_size, world=d.world, rank=d.rank, seed=cfg.seed, start_step=step)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
+                                         pin_memory=d.device.type == "cuda")
+    loss_cfg = cfg.loss_config()
+    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda")
+
+    def save(final_stats=None):
+        rngs = _gather(rng_state(), d)
+        if d.main:
+            atomic_torch_save({"format": CKPT_FORMAT, "step": step, "model": model.state_dict(),
+                               "ema": ema.state_dict(), "optimizer": opt.state_dict(), "rng": rngs,
+                               "world_size": d.world, "train_seconds": train_s + time.time() - start,
+                               "best": best, "prior_mode": cfg.prior_mode,
+                               "config": {"train": cfg.to_dict(), "identity": cfg.identity()}}, ckpt_path)
+            write_json_atomic({"train": cfg.to_dict(), "world_size": d.world, "step": step,
+                               "prior_mode": cfg.prior_mode}, out / CONFIG_JSON)
+
+    def log(record: dict):
+        if d.main:
+            with open(out / LOG, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def run_validation():
+        nonlocal best
+        if not val_names:
+            return None
+        scores = validate(ema, cfg.val_data, val_names, prior_mode=cfg.prior_mode,
+                          constant_priors=cfg.constant_priors, seed=cfg.seed, device=d.device)
+        log({"kind": "val", "step": step, **scores})
+        if scores["psnr"] > best.get("psnr", -math.inf):
+            best = {"step": step, **scores}
+            atomic_torch_save({"format": CKPT_FORMAT + "-best", "step": step, "ema": ema.state_dict(),
+                               "val": scores, "config": {"train": cfg.to_dict()}}, out / BEST)
+        return scores
+
+    from tqdm import tqdm
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (d.main and cfg.progress), mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    shape = (3, cfg.crop, cfg.crop)
+    stats_sum, n_stats, t_log, steps_this_call = torch.zeros(len(STAT_NAMES)), 0, time.time(), 0
+    last_val, last = None, {}
+    with _StopFlag() as stop:
+        it = iter(loader)
+        while step < cfg.steps:
+            batch = {k: v.to(d.device, non_blocking=True) for k, v in next(it).items()}
+            unrolled = loss_cfg.unrolled_at(step)
+            draws = draw(cfg.seed, step, batch["index"].tolist(), shape, unrolled=unrolled,
+                         consistency=loss_cfg.use_consistency_map and unrolled, device=d.device)
+            with autocast:
+                total, stats = net({k: batch[k] for k in ARRAYS}, draws, unrolled)
+            total.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
+            stats = _all_mean(stats, d).cpu()
+            step += 1
+            steps_this_call += 1
+            stats_sum += stats
+            n_stats += 1
+            last = dict(zip(STAT_NAMES, stats.tolist()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.time()
+                mean = dict(zip(STAT_NAMES, (stats_sum / n_stats).tolist()))
+                log({"kind": "train", "step": step, **mean, "it_s": n_stats / max(now - t_log, 1e-9),
+                     "elapsed_s": train_s + now - start, "unrolled_every": loss_cfg.unrolled_every})
+                stats_sum, n_stats, t_log = torch.zeros(len(STAT_NAMES)), 0, now
+            if cfg.val_every > 0 and step % cfg.val_every == 0 and d.main:
+                last_val = run_validation()
+            interrupted = _any(stop.set or (stop_after is not None and steps_this_call >= stop_after), d)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or interrupted:
+                save()
+            if interrupted:
+                break
+    bar.close()
+    validating = bool(cfg.val_data and cfg.val_every > 0 and cfg.val_count > 0)
+    if validating and step >= cfg.steps and step % cfg.val_every:  # score the final weights too
+        if d.main:
+            last_val = run_validation()
+        save()
+    summary = {"step": step, "last": last, "val": last_val, "best": best, "world_size": d.world,
+               "interrupted": step < cfg.steps}
+    if d.active:
+        dist.barrier()
+    return summary
+
+
+# -- export ------------------------------------------------------------------------------------------
+def export_model(run_dir: str | os.PathLike, path: str | os.PathLike, *, weights: str = "ema",
+                 fp16: bool = True, metadata: dict | None = None) -> Path:
+    """Write a run's EMA weights (`weights="ema"`: latest, `"best"`: best validation PSNR, `"model"`:
+    raw weights) as a CUGD .safetensors whose metadata is the model card: training data (and its
+    synthesis recipe + seed, if `synth` made it), recipe, config, steps, wall time, prior mode, val scores."""
+    from .weights import save_safetensors
+    run_dir = Path(run_dir)
+    ck = load_checkpoint(run_dir / CHECKPOINT)
+    cfg = TrainConfig(**ck["config"]["train"])
+    model = CUGDDenoiser(cfg.model_config())
+    state, step, val = ck["ema"], ck["step"], ck.get("best") or None
+    if weights == "best":
+        if not (run_dir / BEST).exists():
+            raise FileNotFoundError(f"{run_dir / BEST} does not exist (no validation ran); export 'ema'")
+        b = torch.load(run_dir / BEST, map_location="cpu", weights_only=True)
+        state, step, val = b["ema"], b["step"], b["val"]
+    elif weights == "model":
+        state = ck["model"]
+    elif weights != "ema":
+        raise ValueError(f"weights must be 'ema', 'best' or 'model', got {weights!r}")
+    model.load_state_dict(state)
+    synth_json = Path(cfg.data) / "synth.json"
+    from .evaluate import list_pairs
+    data = {"pairs": cfg.data, "count": len(list_pairs(cfg.data))}
+    if synth_json.is_file():
+        s = json.loads(synth_json.read_text())
+        data["synthesis"] = {k: s.get(k) for k in ("seed", "max_side", "recipe", "version")}
+    meta = {"name": Path(path).stem, "steps": step, "weights": weights,
+            "train_seconds": round(float(ck["train_seconds"]), 1), "world_size": ck["world_size"],
+            "prior_mode": ck["prior_mode"], "constant_priors": cfg.constant_priors,
+            "data": data, "recipe": {k: v for k, v in cfg.to_dict().items() if k not in ("data", "out", "progress")},
+            "val": val, **(metadata or {})}
+    return save_safetensors(model, path, metadata=meta, dtype=torch.float16 if fp16 else None)
+
+
+# -- CLI ---------------------------------------------------------------------------------------------
+def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `train` on the CLI's subparsers; the handler is `args.func(args) -> exit code`."""
+    lc, m = LossConfig(), DEFAULT_MODEL
+    p = subparsers.add_parser(
+        "train", help="train or fine-tune CUGD on a paired folder (low/, high/) with cached SAM priors",
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", required=True, metavar="DIR", help="paired training folder (LOL layout)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder (checkpoints, config.json, log.jsonl)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--steps", type=int, default=10000, help="total optimiser steps")
+    p.add_argument("--batch-size", type=int, default=8, help="global batch (divided over the ranks)")
+    p.add_argument("--crop", type=int, default=96)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prior-mode", choices=PRIOR_MODES, default="fast",
+                   help="priors cache to read (computed first if missing)")
+    p.add_argument("--no-priors", action="store_true", help="hold the priors constant (ablation)")
+    g = p.add_argument_group("model (authors' vocabulary)")
+    g.add_argument("--inner-channel", type=int, default=m.inner_channel)
+    g.add_argument("--channel-multiplier", type=int, nargs="+", default=list(m.channel_multiplier))
+    g.add_argument("--res-blocks", type=int, default=m.res_blocks)
+    g.add_argument("--norm-groups", type=int, default=m.norm_groups)
+    g.add_argument("--image-size", type=int, default=m.image_size, help="nominal; attention at image_size/4")
+    g.add_argument("--init", metavar="WEIGHTS", help="fine-tune from these weights (their config must match)")
+    g = p.add_argument_group("loss (SPEC 6.2; lambda values are unpublished)")
+    g.add_argument("--noise-weight", type=float, default=lc.noise_weight, help="lambda1")
+    g.add_argument("--photo-weight", type=float, default=lc.photo_weight, help="lambda2")
+    g.add_argument("--consistency-map", action="store_true", help="authors' use_consistence_map")
+    g.add_argument("--no-sam-weight", action="store_true", help="turn off use_loss_mask_sam")
+    g.add_argument("--timestep-scale", action="store_true", help="authors' use_noise_loss_timestep_scale")
+    g.add_argument("--no-ssim", action="store_true")
+    g.add_argument("--unrolled-every", type=int, default=lc.unrolled_every,
+                   help="photometric term (10 extra net calls) every k steps; 0 = never")
+    g = p.add_argument_group("validation, checkpoints, logs")
+    g.add_argument("--val-data", metavar="DIR", help="paired validation folder")
+    g.add_argument("--val-count", type=int, default=8, help="first N pairs of --val-data")
+    g.add_argument("--val-every", type=int, default=500)
+    g.add_argument("--ckpt-every", type=int, default=200)
+    g.add_argument("--log-every", type=int, default=10)
+    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    g.add_argument("--threads", type=int, help="CPU threads per process (default: torch's; cores/ranks under torchrun)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("export")
+    g.add_argument("--export", metavar="OUT.safetensors", help="after training, write the EMA weights here")
+    g.add_argument("--export-weights", choices=("ema", "best", "model"), default="ema")
+    g.add_argument("--fp32", action="store_true", help="export in float32 (default float16)")
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    model = {"inner_channel": a.inner_channel, "channel_multiplier": a.channel_multiplier,
+             "res_blocks": a.res_blocks, "norm_groups": a.norm_groups, "image_size": a.image_size,
+             "attn_res": [a.image_size // 4], "dropout": 0.0}
+    loss = dataclasses.asdict(LossConfig(noise_weight=a.noise_weight, photo_weight=a.photo_weight,
+                                         use_consistency_map=a.consistency_map, use_sam_weight=not a.no_sam_weight,
+                                         use_timestep_scale=a.timestep_scale, ssim=not a.no_ssim,
+                                         unrolled_every=a.unrolled_every))
+    return TrainConfig(data=a.data, out=a.out, steps=a.steps, batch_size=a.batch_size, crop=a.crop, lr=a.lr,
+                       ema_decay=a.ema_decay, seed=a.seed, prior_mode=a.prior_mode, constant_priors=a.no_priors,
+                       model=model, loss=loss, init=a.init, val_data=a.val_data, val_count=a.val_count,
+                       val_every=a.val_every, ckpt_every=a.ckpt_every, log_every=a.log_every, workers=a.workers,
+                       progress=not a.quiet)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(args)
+        summary = train(cfg, resume=args.resume, device=args.device, threads=args.threads)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"train: error: {e}", file=sys.stderr)
+        return 2
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if rank0:
+        print(json.dumps(summary))
+        if args.export and not summary["interrupted"]:
+            path = export_model(cfg.out, args.export, weights=args.export_weights, fp16=not args.fp32)
+            print(f"exported {path}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 130 if summary["interrupted"] else 0
