@@ -47,11 +47,12 @@ def as_rgb_u8(image) -> np.ndarray:
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as uint8 `[H,W,3]` RGB (any PIL mode: L, LA, P, RGBA, I;16, I, F, CMYK)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as opened:
+            im = ImageOps.exif_transpose(opened)  # phone photos: honour the EXIF orientation
             im.load()
             if im.mode.startswith("I"):  # 16-bit PNG/TIFF (I;16*) or 32-bit int: scale 0..65535
                 arr = np.clip(np.asarray(im).astype(np.int64), 0, 65535).astype(np.uint16)
@@ -77,6 +78,7 @@ def save_png_atomic(image_u8: np.ndarray, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         Image.fromarray(np.ascontiguousarray(image_u8)).save(tmp, format="PNG")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are ordinary images
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
