@@ -135,8 +135,8 @@ def _layout(prompt: dict) -> dict[str, int]:
 
 
 def _size(info: dict, n_sockets: int, n_widgets: int, ntype: str) -> list[int]:
-    if ntype in ("PreviewImage", "SaveImage"):
-        return [300, 320]
+    if ntype in ("PreviewImage", "SaveImage", "LoadImage"):
+        return [300, 320] if ntype != "LoadImage" else [340, 360]
     return [340, 46 + 22 * max(n_sockets, len(info["output"])) + 26 * n_widgets]
 
 
@@ -192,7 +192,7 @@ def api_to_ui(name: str, spec: dict, object_info: dict) -> dict:
                         for i, (otype, oname) in enumerate(zip(info["output"], info["output_name"]))]
     ui_nodes = [nodes[n] for n in sorted(nodes, key=int)]
     note_id = max(int(n) for n in prompt) + 1
-    ui_nodes.append({"id": note_id, "type": "MarkdownNote", "pos": [0, -300], "size": [720, 260], "flags": {},
+    ui_nodes.append({"id": note_id, "type": "MarkdownNote", "pos": [0, -230], "size": [720, 190], "flags": {},
                      "order": len(ui_nodes), "mode": 0, "inputs": [], "outputs": [], "title": "About this workflow",
                      "properties": {}, "widgets_values": [spec["note"]]})
     return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"cugd/{name}")), "revision": 0,

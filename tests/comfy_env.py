@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,3 +71,74 @@ def write_tiny_upscaler(path: Path, feat: int = 8, seed: int = 0) -> Path:
 
         save_file(sd, str(path))
     return path
+
+
+# -- a real ComfyUI server ----------------------------------------------------------------------------
+@dataclass
+class Server:
+    url: str
+    base: Path
+    log: Path
+    process: subprocess.Popen
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    @property
+    def client(self):
+        from tests.comfy_client import ComfyClient
+
+        return ComfyClient(self.url)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s; only this server's own process."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def prepare_base(base: Path) -> Path:
+    """A fresh ComfyUI base directory with this pack symlinked into custom_nodes/."""
+    for sub in ("custom_nodes", "input", "output", "temp", "user", "models/cugd", "models/sams",
+                "models/upscale_models"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    link = base / "custom_nodes" / PACK_NAME
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+    return base
+
+
+def start_server(base: Path, deadline_s: float = 120.0, env: dict | None = None) -> Server:
+    """Start ComfyUI (CPU, 127.0.0.1, a free port) on `base`, wait until it answers, log to base/server.log."""
+    from urllib.request import urlopen
+
+    port = free_port()
+    log = base / "server.log"
+    cmd = [comfy_python(), str(COMFYUI_DIR / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+           "--base-directory", str(base), "--database-url", f"sqlite:///{base}/user/comfyui.db",
+           "--disable-auto-launch", "--disable-api-nodes"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=str(base),
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", **(env or {})})
+    server = Server(f"http://127.0.0.1:{port}", base, log, proc)
+    end = time.monotonic() + deadline_s
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {proc.returncode} while starting:\n{server.log_text()[-4000:]}")
+            try:
+                with urlopen(server.url + "/system_stats", timeout=2) as r:
+                    if r.status == 200:
+                        return server
+            except OSError:
+                pass
+            if time.monotonic() > end:
+                raise RuntimeError(f"ComfyUI did not answer within {deadline_s} s:\n{server.log_text()[-4000:]}")
+            time.sleep(0.5)
+    except BaseException:
+        server.stop()
+        raise

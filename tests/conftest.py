@@ -16,16 +16,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.comfy_env import (COMFYUI_DIR, PACK_NAME, REPO, TINY_MODEL_NAME, UPSCALER, comfy_python,
-                              free_port, write_tiny_model, write_tiny_upscaler)
+from tests.comfy_env import (COMFYUI_DIR, REPO, TINY_MODEL_NAME, UPSCALER, Server, prepare_base, start_server,
+                              write_tiny_model, write_tiny_upscaler)
 
 
 def _setup_comfyui() -> str | None:
@@ -101,71 +99,18 @@ def comfy(tmp_path_factory, tiny_model_dir) -> Comfy:
 
 
 # -- a real server ------------------------------------------------------------------------------------
-@dataclass
-class Server:
-    url: str
-    base: Path
-    log: Path
-    process: subprocess.Popen
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    @property
-    def client(self):
-        from tests.comfy_client import ComfyClient
-
-        return ComfyClient(self.url)
-
-
-START_DEADLINE_S = 120.0
-
-
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory) -> Server:
     """A ComfyUI server with the pack, a tiny CUGD model, a tiny x2 upscaler; MobileSAM from its package."""
     if COMFY_UNAVAILABLE:
         pytest.skip(COMFY_UNAVAILABLE)
-    from urllib.request import urlopen
-
-    base = tmp_path_factory.mktemp("comfy_server")
-    for sub in ("custom_nodes", "input", "output", "temp", "user", "models/cugd", "models/sams",
-                "models/upscale_models"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    (base / "custom_nodes" / PACK_NAME).symlink_to(REPO, target_is_directory=True)
+    base = prepare_base(tmp_path_factory.mktemp("comfy_server"))
     write_tiny_model(base / "models" / "cugd" / TINY_MODEL_NAME)
     write_tiny_upscaler(base / "models" / "upscale_models" / UPSCALER)
-    port = free_port()
-    log = base / "server.log"
-    cmd = [comfy_python(), str(COMFYUI_DIR / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-           "--base-directory", str(base), "--database-url", f"sqlite:///{base}/user/comfyui.db",
-           "--disable-auto-launch", "--disable-api-nodes"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=str(base), env=env)
-    server = Server(f"http://127.0.0.1:{port}", base, log, proc)
+    server = start_server(base)
     try:
-        deadline = time.monotonic() + START_DEADLINE_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {proc.returncode} while starting:\n{server.log_text()[-4000:]}")
-            try:
-                with urlopen(server.url + "/system_stats", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"ComfyUI did not answer within {START_DEADLINE_S} s:\n{server.log_text()[-4000:]}")
-            time.sleep(0.5)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        server.stop()
         if os.environ.get("CUGD_KEEP_SERVER_LOG"):
-            shutil.copy(log, os.environ["CUGD_KEEP_SERVER_LOG"])
+            shutil.copy(server.log, os.environ["CUGD_KEEP_SERVER_LOG"])
