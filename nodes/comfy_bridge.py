@@ -273,6 +273,25 @@ def offload_device():
     return mm.unet_offload_device()
 
 
+def pad_multiple(denoiser) -> int:
+    """Images and priors are padded to multiples of 32 as the authors do (deeper configs need more)."""
+    import math
+
+    return math.lcm(32, int(denoiser.config.size_multiple))
+
+
+def tile_side(tile_size: int, model: "LoadedModel", height: int, width: int, batch: int) -> int | None:
+    """The node's tile_size (0 = automatic) -> a tile side, or None for the whole padded image."""
+    tiling = core("tiling")
+    if tile_size:
+        if tile_size < tiling.MIN_TILE:
+            raise ValueError(f"tile_size must be 0 (automatic) or at least {tiling.MIN_TILE}, got {tile_size}")
+        return int(tile_size)
+    dtype_bytes = next(model.denoiser.parameters()).element_size()
+    return tiling.auto_tile_size(model.config, height, width, batch=batch, device=model.load_device,
+                                 dtype_bytes=dtype_bytes, multiple=pad_multiple(model.denoiser))
+
+
 # -- progress and interruption -----------------------------------------------------------------------
 def check_interrupt() -> None:
     """Raises ComfyUI's InterruptProcessingException after Cancel (the executor handles it)."""

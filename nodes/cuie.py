@@ -26,10 +26,10 @@ class CUGDCUIEEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, priors) -> io.NodeOutput:
-        imageops, enhance = bridge.core("imageops"), bridge.core("enhance")
+        imageops = bridge.core("imageops")
         bridge.check_interrupt()
         with model.active() as net:
-            multiple = enhance.pad_multiple(net)
+            multiple = bridge.pad_multiple(net)
             edge = imageops.pad_to_multiple(priors.edge.to(model.load_device), multiple)
             semantic = imageops.pad_to_multiple(priors.semantic.to(model.load_device), multiple)
             guidance = bridge.CastingDenoiser(net, model.load_device, model.dtype).cuie(edge, semantic)

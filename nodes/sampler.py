@@ -49,7 +49,7 @@ def _advance(st: SamplingState, sampler: str, plan) -> SamplingState:
         return None if t is None else t.to(device, torch.float32)
 
     with model.active() as net:
-        multiple = bridge.core("enhance").pad_multiple(net)
+        multiple = bridge.pad_multiple(net)
         tiles = tiling.plan_tiles(*st.condition.shape[-2:], st.tile, st.overlap, multiple)
         if tiles.whole:
             progress = bridge.Progress(steps)
@@ -119,7 +119,7 @@ class CUGDSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, image, guidance, seed, steps, sampler, start_step=0, end_step=1000,
                 tile_size=0, tile_overlap=64) -> io.NodeOutput:
-        samplers, imageops, enhance = bridge.core("samplers"), bridge.core("imageops"), bridge.core("enhance")
+        samplers, imageops = bridge.core("samplers"), bridge.core("imageops")
         schedule = bridge.core("schedule").RELEASED_SCHEDULE
         image = bridge.check_image(image)
         batch, h, w = (int(s) for s in image.shape[:3])
@@ -140,10 +140,9 @@ class CUGDSampler(io.ComfyNode):
             guidance = type(guidance)(g.expand(batch, *g.shape[1:]), guidance.hw, guidance.padded_hw,
                                       guidance.model_id, type(p)(p.edge.expand(batch, -1, -1, -1),
                                                                  p.semantic.expand(batch, -1, -1, -1), p.mode))
-        condition = imageops.pad_to_multiple(bridge.image_to_model(image), enhance.pad_multiple(model.denoiser))
+        condition = imageops.pad_to_multiple(bridge.image_to_model(image), bridge.pad_multiple(model.denoiser))
         hp, wp = condition.shape[-2:]
-        tile = enhance.resolve_tile("auto" if tile_size == 0 else tile_size, model.denoiser, hp, wp, batch,
-                                    model.load_device)
+        tile = bridge.tile_side(tile_size, model, hp, wp, batch)
         generators = samplers.make_generators(seed, batch)  # on the CPU: the same noise on every device
         state = samplers.init_state(samplers.randn((batch, 3, hp, wp), generators), schedule, t_start=plan[0])
         st = SamplingState(state, condition, guidance, model, schedule, generators, tile, tile_overlap)
