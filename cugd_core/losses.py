@@ -156,10 +156,16 @@ def unrolled_sample(net, condition: torch.Tensor, guidance: torch.Tensor, draws:
 
 # -- the loss ----------------------------------------------------------------------------------------
 def compute_loss(net, batch: Mapping[str, torch.Tensor], draws: LossDraws, config: LossConfig = LossConfig(),
-                 *, schedule: Schedule = RELEASED_SCHEDULE, unrolled: bool = True) -> LossTerms:
+                 *, schedule: Schedule = RELEASED_SCHEDULE, unrolled: bool = True,
+                 global_batch: int | None = None) -> LossTerms:
     """SPEC 6.2, steps 1-11. `unrolled=False` skips the photometric term (see `LossConfig.unrolled_every`).
 
     Returns `LossTerms`; `total = noise_raw/(B*3*H*W) + photo_raw/(6*B)`.
+
+    global_batch: the B of the photometric normalisation when this batch is one rank's share of a
+    larger one (DDP). The SSIM term is a batch *mean* divided by 6B, so its weight depends on B;
+    dividing it by the global B (the sums by the local one) makes the mean over ranks equal the loss
+    of the whole batch, as one process would compute it. Default: this batch's size.
     """
     x0, cond = batch["high"], batch["low"]
     b = x0.shape[0]
@@ -207,7 +213,10 @@ def compute_loss(net, batch: Mapping[str, torch.Tensor], draws: LossDraws, confi
     else:
         ssim_loss = content = photo_raw = zero
     noise_n = noise_raw / n_pixels
-    photo_n = photo_raw / (NUM_CLUSTERS * b)
+    if unrolled and config.ssim and global_batch not in (None, b):
+        photo_n = config.photo_weight * (ssim_loss / (NUM_CLUSTERS * global_batch) + content / (NUM_CLUSTERS * b))
+    else:
+        photo_n = photo_raw / (NUM_CLUSTERS * b)
     return LossTerms(total=noise_n + photo_n, noise_raw=noise_raw.detach(), photo_raw=photo_raw.detach(),
                      noise=noise_n.detach(), photo=photo_n.detach(), ssim_loss=ssim_loss.detach(),
                      content_loss=content.detach(), extras=extras)

@@ -187,14 +187,15 @@ def build_model(cfg: TrainConfig) -> CUGDDenoiser:
 class LossModule(nn.Module):
     """Wraps the denoiser so that one DDP forward computes the whole loss (11 or more net calls)."""
 
-    def __init__(self, net: CUGDDenoiser, loss: LossConfig):
+    def __init__(self, net: CUGDDenoiser, loss: LossConfig, global_batch: int):
         super().__init__()
-        self.net, self.loss = net, loss
+        self.net, self.loss, self.global_batch = net, loss, global_batch
 
     def forward(self, batch: dict, draws, unrolled: bool):
-        terms = compute_loss(self.net, batch, draws, self.loss, unrolled=unrolled)
+        terms = compute_loss(self.net, batch, draws, self.loss, unrolled=unrolled, global_batch=self.global_batch)
+        share = self.global_batch / batch["low"].shape[0]  # so that the mean over ranks is the global sum
         stats = torch.stack([terms.total.detach().float(), terms.noise.float(), terms.photo.float(),
-                             terms.ssim_loss.float(), terms.content_loss.float()])
+                             terms.ssim_loss.float(), terms.content_loss.float() * share])
         return terms.total, stats
 
 
@@ -375,10 +376,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
         set_rng_state(rng[d.rank] if d.rank < len(rng) else rng[0])
     net = model
     if d.active:
-        net = nn.parallel.DistributedDataParallel(LossModule(model, cfg.loss_config()),
+        net = nn.parallel.DistributedDataParallel(LossModule(model, cfg.loss_config(), cfg.batch_size),
                                                   device_ids=[d.local_rank] if d.device.type == "cuda" else None)
     else:
-        net = LossModule(model, cfg.loss_config())
+        net = LossModule(model, cfg.loss_config(), cfg.batch_size)
 
     dataset = PairDataset(cfg.data, prior_mode=cfg.prior_mode, crop=cfg.crop, seed=cfg.seed,
                           constant_priors=cfg.constant_priors)

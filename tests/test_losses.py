@@ -14,6 +14,15 @@ COMBOS = list(itertools.product((0, 1), repeat=3))
 REL = 1e-4  # golden README: losses 1e-4 relative, grad_norm 1e-3 relative
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """2 shared cores: one intra-op thread avoids OpenMP spinning against the other processes."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def golden():
     z = fixture("golden_loss")
@@ -101,3 +110,19 @@ def test_draws_are_keyed_per_sample():
     assert not torch.equal(c.noise[0], a.noise[0]) and c.sampler2 is None
     with pytest.raises(ValueError, match="t must be in"):
         gamma_interval(RELEASED_SCHEDULE, 0)
+
+
+def test_split_batch_with_global_normalisation_equals_whole(golden):
+    """Under DDP each rank sees part of the batch; with global_batch the mean of the parts' losses is
+    the whole batch's loss (the SSIM term is a batch mean, so it needs the global B)."""
+    z, batch, draws = golden
+    net = golden_net()
+    cfg = LossConfig(use_consistency_map=True)
+    with torch.no_grad():
+        whole = compute_loss(net, batch, draws, cfg).total
+        parts = [compute_loss(net, {k: v[i:i + 1] for k, v in batch.items()},
+                              LossDraws(draws.t, draws.gamma[i:i + 1], draws.noise[i:i + 1],
+                                        draws.sampler1[:, i:i + 1], draws.sampler2[:, i:i + 1]),
+                              cfg, global_batch=2).total for i in range(2)]
+    assert _rel((parts[0] + parts[1]) / 2, whole) <= 1e-5
+    assert _rel(whole, z["cm1_sam1_tss0/total"]) <= REL
