@@ -27,6 +27,8 @@ MIN_TILE = 64
 # Above this many padded pixels the "auto" mode tiles even when memory would allow one pass:
 # level-2 attention costs grow with the square of the tile area (SPEC 7).
 AUTO_MAX_TILE = 1024
+# Allocator arenas, thread-pool buffers and kernel workspaces that do not scale with the tile.
+RUNTIME_OVERHEAD = 64 * 2**20
 
 
 # -- plan ------------------------------------------------------------------------------------------
@@ -183,7 +185,7 @@ def estimate_peak_bytes(config: CUGDConfig, height: int, width: int, tile: int, 
                         dtype_bytes: int = 4) -> float:
     """Estimated peak of a tiled run on a padded image: whole-image buffers + one tile's activations."""
     th, tw = min(tile, height), min(tile, width)
-    return (image_bytes_per_pixel(batch) * height * width
+    return (RUNTIME_OVERHEAD + image_bytes_per_pixel(batch) * height * width
             + activation_bytes_per_pixel(config, batch, dtype_bytes) * th * tw)
 
 
@@ -197,7 +199,7 @@ def auto_tile_size(config: CUGDConfig, height: int, width: int, *, batch: int = 
     """
     budget = int(fraction * free_memory(device)) if budget is None else int(budget)
     per_px = activation_bytes_per_pixel(config, batch, dtype_bytes)
-    left = budget - image_bytes_per_pixel(batch) * height * width
+    left = budget - RUNTIME_OVERHEAD - image_bytes_per_pixel(batch) * height * width
     if left <= per_px * MIN_TILE * MIN_TILE:
         raise MemoryError(f"a {width}x{height} image (batch {batch}) needs about "
                           f"{estimate_peak_bytes(config, height, width, MIN_TILE, batch, dtype_bytes) / 2**30:.1f} GiB "

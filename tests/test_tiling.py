@@ -166,7 +166,7 @@ def test_memory_estimate_bounds_the_measured_peak(tile):
     assert out.returncode == 0, out.stderr[-2000:]
     measured, estimate = map(int, out.stdout.split())
     assert measured <= estimate, f"measured {measured / 2**20:.0f} MiB > estimate {estimate / 2**20:.0f} MiB"
-    assert estimate < 8 * max(measured, 2**20) + 64 * 2**20, "estimate uselessly loose"
+    assert estimate < 4 * measured + tiling.RUNTIME_OVERHEAD, "estimate uselessly loose"
 
 
 def _seam_ratio(img: np.ndarray, cols: list[int]) -> float:
