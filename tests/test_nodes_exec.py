@@ -50,10 +50,13 @@ def mask_batch(h, w, n=4, seed=1):
     return masks
 
 
-def synthetic_priors(comfy, images):
-    """A CUGD_PRIORS payload from per-image smooth maps, encoded like the network's priors (viridis)."""
-    from cugd_core.priors.maps import encode_prior
+def colour(v):
+    """A map [H,W] in [0,1] -> [3,H,W] in [0,1] (a stand-in for the viridis encoding: plumbing only)."""
+    return torch.stack([v, v * v, 1 - v])
 
+
+def synthetic_priors(comfy, images):
+    """A CUGD_PRIORS payload from per-image smooth maps (the SAM path is tested with SAM elsewhere)."""
     types = __import__(f"{comfy.pack_module.__name__}.nodes.types", fromlist=["Priors"])
     edges, sems = [], []
     for img in images:
@@ -62,8 +65,8 @@ def synthetic_priors(comfy, images):
         gy, gx = torch.gradient(sem)
         edge = (gx ** 2 + gy ** 2).sqrt()
         edge = edge / (edge.max() + 1e-6)
-        edges.append(encode_prior(edge))
-        sems.append(encode_prior(sem))
+        edges.append(colour(edge))
+        sems.append(colour(sem))
     return types.Priors(torch.stack(edges), torch.stack(sems), "test")
 
 
