@@ -214,3 +214,19 @@ def test_dtype_choice_and_offload(comfy):
               start_step=0, end_step=1000, tile_size=0, tile_overlap=64)[0]
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert next(bf16.denoiser.parameters()).device == bf16.offload_device
+
+
+def test_loader_cache_key_follows_the_file_and_hub_refs_are_checked(comfy):
+    import os
+
+    cls = comfy.mappings["CUGD_ModelLoader"]
+    args = dict(model_name=TINY_MODEL_NAME, config="auto", device="auto", dtype="auto", keep_loaded=True, hub_ref="")
+    before = cls.fingerprint_inputs(**args)
+    path = comfy.models_dir / "cugd" / TINY_MODEL_NAME
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the user replaced the file
+    assert cls.fingerprint_inputs(**args) != before  # so ComfyUI reloads it instead of reusing its cache
+    assert cls.fingerprint_inputs(**args) == cls.fingerprint_inputs(**args)
+    assert "hf://owner/name/file.safetensors@revision" in cls.validate_inputs(hub_ref="someone/cugd")
+    assert cls.validate_inputs(hub_ref="hf://someone/cugd/model.safetensors@main") is True
+    assert cls.validate_inputs(config="nope.json").startswith("config 'nope.json' is not available")
