@@ -1,0 +1,294 @@
+"""The one-call enhancement pipeline used by the CLI, folder inference and the one-box node.
+
+    image uint8 [H,W,3] -> priors on the unpadded image (SPEC 1.2) -> pad image and priors
+    (symmetric, bottom/right) -> CUIE once per tile -> sampler over the whole padded image, tiles
+    blended at every step -> crop -> uint8 (SPEC 1.3)
+
+`enhance` works on uint8 images (one, a same-size batch `[B,H,W,3]`, or a list of any sizes);
+`enhance_tensor` is the tensor-level core for `[B,3,H,W]` in [-1,1] with priors `[B,3,H,W]`.
+Every image gets the noise it would get alone (per-sample generators seeded alike), so the same
+seed gives the same image in or out of a batch.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import tiling
+from .imageops import as_rgb_u8, crop, pad_to_multiple, prior_to_tensor, to_model_range, to_uint8
+from .samplers import SAMPLERS, init_state, make_generators, randn, run, timesteps
+from .schedule import RELEASED_SCHEDULE, Schedule
+
+Progress = Callable[[int, int], None]
+Interrupt = Callable[[], None]
+
+PRIOR_MODES = ("fast", "exact")
+# SAM resizes its input to 1024 on the long side anyway; beyond this the priors are computed on a
+# downscaled copy and resized back (the mask post-processing at full 4K resolution costs GiBs).
+PRIOR_MAX_SIDE = 2048
+
+
+def pad_multiple(model) -> int:
+    """Images are padded to multiples of 32 as the authors do (deeper configs need more)."""
+    return math.lcm(32, int(model.config.size_multiple))
+
+
+# -- priors ----------------------------------------------------------------------------------------
+def compute_priors(image_u8: np.ndarray, sam, mode: str = "fast", *,
+                   max_side: int = PRIOR_MAX_SIDE) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM priors of one unpadded image: (edge, semantic), each float32 `[1,3,H,W]` in [0,1].
+
+    Images larger than `max_side` are downscaled for SAM and the encoded maps resized back
+    (bilinear): SAM sees objects, not pixels, and a tiled run cuts these maps per tile.
+    """
+    from .priors import extract_priors
+
+    if mode not in PRIOR_MODES:
+        raise ValueError(f"prior_mode must be one of {PRIOR_MODES}, got {mode!r}")
+    h, w = image_u8.shape[:2]
+    small = image_u8
+    if max(h, w) > max_side:
+        from PIL import Image
+        s = max_side / max(h, w)
+        small = np.asarray(Image.fromarray(image_u8).resize((max(1, round(w * s)), max(1, round(h * s))),
+                                                             Image.BILINEAR))
+    edge, semantic = extract_priors(small, sam, mode=mode)
+    maps = [prior_to_tensor(np.asarray(m, dtype=np.float32)) for m in (edge, semantic)]
+    if small is not image_u8:
+        maps = [F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1) for m in maps]
+    return maps[0], maps[1]
+
+
+def load_prior_files(edge_path, semantic_path, hw: tuple[int, int] | None = None):
+    """Precomputed priors in the authors' file format (`*_edge.png`, `*_semantic.png`, SPEC 5.4/5.5)."""
+    from .imageops import load_image
+
+    maps = [prior_to_tensor(load_image(p)) for p in (edge_path, semantic_path)]
+    if hw is not None and tuple(maps[0].shape[-2:]) != tuple(hw):
+        raise ValueError(f"prior {edge_path} is {maps[0].shape[-1]}x{maps[0].shape[-2]} but the image is "
+                         f"{hw[1]}x{hw[0]}; priors must be computed on the unpadded image")
+    return maps[0], maps[1]
+
+
+def _as_prior_pair(priors, hw) -> tuple[torch.Tensor, torch.Tensor]:
+    """(edge, semantic) given as `[3,H,W]` floats, `[H,W,3]` uint8 or `[1,3,H,W]` tensors -> `[1,3,H,W]`."""
+    try:
+        edge, semantic = priors
+    except (TypeError, ValueError):
+        raise ValueError("priors must be a pair (edge, semantic)") from None
+    out = []
+    for name, m in (("edge", edge), ("semantic", semantic)):
+        t = m.float().reshape(1, 3, *m.shape[-2:]) if isinstance(m, torch.Tensor) else prior_to_tensor(np.asarray(m))
+        if tuple(t.shape[-2:]) != tuple(hw):
+            raise ValueError(f"{name} prior is {tuple(t.shape[-2:])}, the image is {tuple(hw)}")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} prior contains NaN or infinite values")
+        out.append(t.cpu())
+    return out[0], out[1]
+
+
+# -- tensor level ------------------------------------------------------------------------------------
+def _check_steps(steps: int, sampler: str, schedule: Schedule) -> None:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if not 1 <= int(steps) <= len(schedule):
+        raise ValueError(f"steps must be between 1 and {len(schedule)} (the schedule's length), got {steps}")
+
+
+def resolve_tile(tile, model, height: int, width: int, batch: int, device) -> int | None:
+    """`None` (whole image), an int (that side), or "auto" (from free memory) -> tile side or None."""
+    if tile is None or tile == 0:
+        return None
+    if isinstance(tile, str):
+        if tile != "auto":
+            raise ValueError(f"tile must be None, a size in pixels, or 'auto', got {tile!r}")
+        dtype_bytes = next(model.parameters()).element_size()
+        return tiling.auto_tile_size(model.config, height, width, batch=batch, device=device,
+                                     dtype_bytes=dtype_bytes, multiple=pad_multiple(model))
+    tile = int(tile)
+    if tile < tiling.MIN_TILE:
+        raise ValueError(f"tile must be at least {tiling.MIN_TILE} pixels (or 0/None for no tiling), got {tile}")
+    return tile
+
+
+class _Counter:
+    """Progress in units of (step x tile); the total follows re-plans after out-of-memory."""
+
+    def __init__(self, steps: int, tiles: int, callback: Progress | None):
+        self.calls_left, self.tiles, self.done, self._in_call = steps, tiles, 0, 0
+        self.callback = callback
+        self._report()
+
+    @property
+    def total(self) -> int:
+        return self.done + self.calls_left * self.tiles - self._in_call
+
+    def tick(self) -> None:
+        self.done += 1
+        self._in_call += 1
+        if self._in_call == self.tiles:
+            self.calls_left -= 1
+            self._in_call = 0
+        self._report()
+
+    def replan(self, plan: tiling.TilePlan) -> None:
+        self.done -= self._in_call  # the interrupted call is redone with the new tiles
+        self._in_call, self.tiles = 0, len(plan)
+        self._report()
+
+    def _report(self) -> None:
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+@torch.no_grad()
+def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic: torch.Tensor, *,
+                   steps: int = 10, sampler: str = "ddpm", seed: int = 0, schedule: Schedule | None = None,
+                   tile=None, overlap: int = tiling.DEFAULT_OVERLAP, callback: Progress | None = None,
+                   interrupt: Interrupt | None = None) -> torch.Tensor:
+    """Enhance a batch of same-size images.
+
+    Args:
+        model: `CUGDDenoiser` (on its device and dtype; the sampler runs in float32 on that device).
+        condition: dark images `[B,3,H,W]` in [-1,1], unpadded.
+        edge, semantic: priors `[B,3,H,W]` in [0,1] of the unpadded images.
+        tile: None (whole image; tiles only after an out-of-memory error), a side in pixels, or "auto".
+        callback(done, total): after each tile of each step. interrupt(): before each tile; may raise.
+    Returns:
+        `[B,3,H,W]` float32 in [-1,1] (clamped, cropped), on the condition's device.
+    """
+    schedule = schedule or RELEASED_SCHEDULE
+    _check_steps(steps, sampler, schedule)
+    if condition.ndim != 4 or condition.shape[1] != 3:
+        raise ValueError(f"condition must be [B,3,H,W], got {tuple(condition.shape)}")
+    for name, m in (("edge", edge), ("semantic", semantic)):
+        if m.shape != condition.shape:
+            raise ValueError(f"{name} priors {tuple(m.shape)} must match the images {tuple(condition.shape)}")
+    if not torch.isfinite(condition).all():
+        raise ValueError("the image contains NaN or infinite values")
+    b, _, h, w = condition.shape
+    out_device = condition.device
+    device = next(model.parameters()).device
+    multiple = pad_multiple(model)
+    # float32 on the model's device for the sampler state; the tiles are cast to the model's dtype
+    cond = pad_to_multiple(condition.to(device, torch.float32), multiple)
+    edge_p = pad_to_multiple(edge.to(device, torch.float32), multiple)
+    sem_p = pad_to_multiple(semantic.to(device, torch.float32), multiple)
+    hp, wp = cond.shape[-2:]
+
+    plan = tiling.plan_tiles(hp, wp, resolve_tile(tile, model, hp, wp, b, device), overlap, multiple)
+    counter = _Counter(steps, len(plan), callback)
+    denoiser = tiling.TiledDenoiser(model, edge_p, sem_p, plan, multiple=multiple, tick=counter.tick,
+                                    interrupt=interrupt, on_replan=counter.replan)
+    generators = make_generators(seed, b, device)
+    state = init_state(randn(cond.shape, generators, device), schedule)
+    state = run(denoiser, cond, None, state, schedule=schedule, sampler=sampler,
+                plan=timesteps(len(schedule) - 1, steps), generators=generators)
+    return crop(state.x, h, w).clamp(-1, 1).to(out_device)
+
+
+# -- uint8 level ---------------------------------------------------------------------------------------
+def _images(image) -> tuple[list[np.ndarray], bool]:
+    """uint8/float/16-bit image, batch `[B,H,W,C]`, or list -> list of uint8 `[H,W,3]`, and 'was single'."""
+    if isinstance(image, (list, tuple)):
+        if not image:
+            raise ValueError("no images given")
+        return [as_rgb_u8(im) for im in image], False
+    a = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if a.ndim == 4:
+        if a.shape[0] == 0:
+            raise ValueError("empty batch")
+        return [as_rgb_u8(im) for im in a], False
+    return [as_rgb_u8(a)], True
+
+
+_DEFAULT_SAM = {}
+
+
+def default_sam(device=None):
+    """MobileSAM, loaded once per process (the priors module decides where its weights come from)."""
+    from .priors import load_sam
+
+    key = str(device)
+    if key not in _DEFAULT_SAM:
+        _DEFAULT_SAM[key] = load_sam() if device is None else load_sam(device=device)
+    return _DEFAULT_SAM[key]
+
+
+def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: str = "ddpm", seed: int = 0,
+            tile=None, overlap: int = tiling.DEFAULT_OVERLAP, prior_mode: str = "fast", device=None,
+            dtype=None, schedule: Schedule | None = None, callback: Progress | None = None,
+            interrupt: Interrupt | None = None):
+    """Enhance dark photo(s) with a CUGD model steered by SAM priors.
+
+    Args:
+        image: uint8 `[H,W,3]` (gray, RGBA, 16-bit and float [0,1] are converted), a same-size batch
+            `[B,H,W,C]`, or a list of images of any sizes.
+        model: `CUGDDenoiser`. `device`/`dtype`: move/cast it there first (in place); default: as is.
+        sam: a SAM from `priors.load_sam`; None loads MobileSAM (unless `priors` are given).
+        priors: (edge, semantic) of the unpadded image (`[3,H,W]` float or `[H,W,3]` uint8), or a
+            list of such pairs for several images.
+        tile: None (whole image), a tile side in pixels, or "auto" (from free memory).
+        callback(done, total): progress over all images, steps and tiles. interrupt(): called
+            between steps and tiles; whatever it raises propagates (nothing is returned).
+    Returns:
+        uint8 `[H,W,3]` for one image, else a list of them.
+    """
+    images, single = _images(image)
+    if priors is not None:
+        prior_list = [priors] if single else list(priors)
+        if len(prior_list) != len(images):
+            raise ValueError(f"{len(prior_list)} prior pairs for {len(images)} images")
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+    model_device = next(model.parameters()).device
+    if priors is None and sam is None:
+        sam = default_sam(model_device if model_device.type != "cpu" else None)
+
+    # same-size images share one batched run; each keeps its own priors and noise
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(im.shape[:2], []).append(i)
+    multiple = pad_multiple(model)
+    tiles, units = {}, {}
+    for hw, idx in groups.items():
+        hp, wp = (-(-s // multiple) * multiple for s in hw)
+        tiles[hw] = resolve_tile(tile, model, hp, wp, len(idx), model_device)
+        units[hw] = int(steps) * len(tiling.plan_tiles(hp, wp, tiles[hw], overlap, multiple))
+    grand, done = sum(units.values()), 0
+    results: list[np.ndarray | None] = [None] * len(images)
+
+    for hw, idx in groups.items():
+        if interrupt is not None:
+            interrupt()
+        pairs = [_as_prior_pair(prior_list[i], hw) if priors is not None
+                 else compute_priors(images[i], sam, prior_mode) for i in idx]
+        last = [0, units[hw]]
+
+        def cb(d, t, offset=done, expected=units[hw]):
+            last[:] = [d, t]
+            if callback is not None:
+                callback(offset + d, grand - expected + t)
+
+        out = enhance_tensor(model, torch.cat([to_model_range(images[i]) for i in idx]),
+                             torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]),
+                             steps=steps, sampler=sampler, seed=seed, schedule=schedule, tile=tiles[hw],
+                             overlap=overlap, callback=cb, interrupt=interrupt)
+        for j, i in enumerate(idx):
+            results[i] = to_uint8(out[j])
+        grand += last[1] - units[hw]  # an out-of-memory re-plan changes a group's unit count
+        done += last[1]
+    return results[0] if single else results
+
+
+def side_by_side(before_u8: np.ndarray, after_u8: np.ndarray, gap: int = 8) -> np.ndarray:
+    """`before | after` as one uint8 `[H, 2W+gap, 3]` image (white gap)."""
+    before, after = as_rgb_u8(before_u8), as_rgb_u8(after_u8)
+    if before.shape != after.shape:
+        raise ValueError(f"before {before.shape} and after {after.shape} differ in size")
+    sep = np.full((before.shape[0], gap, 3), 255, np.uint8)
+    return np.concatenate([before, sep, after], axis=1)
