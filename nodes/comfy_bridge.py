@@ -173,8 +173,9 @@ def intermediate_device():
     return mm.intermediate_device()
 
 
-def pick_dtype(choice: str, device):
-    """fp32 on CPU; on a GPU bf16 where supported, else fp16 where ComfyUI deems it safe, else fp32."""
+def pick_precision(choice: str, device):
+    """The compute precision: fp32 on CPU; on a GPU bf16 where supported, else fp16 where ComfyUI
+    deems it safe, else fp32. An explicit choice wins (bf16 also speeds up CPUs with AMX)."""
     import torch
     import comfy.model_management as mm
 
@@ -189,35 +190,16 @@ def pick_dtype(choice: str, device):
     return torch.float32
 
 
-class CastingDenoiser:
-    """Calls the denoiser in its own device/dtype and hands float32 back to the float32 samplers
-    (`tiling.TiledDenoiser` does the same for tiled runs)."""
-
-    def __init__(self, denoiser, device, dtype):
-        self.module, self.device, self.dtype = denoiser, device, dtype
-        self.config = denoiser.config
-
-    def _in(self, t):
-        return None if t is None else t.to(self.device, self.dtype)
-
-    def __call__(self, x, gamma, edge=None, semantic=None, *, guidance=None):
-        out = self.module(self._in(x), self._in(gamma), self._in(edge), self._in(semantic),
-                          guidance=self._in(guidance))
-        return out.float()
-
-    def cuie(self, edge, semantic):
-        return self.module.cuie(self._in(edge), self._in(semantic))
-
-
 @dataclass(eq=False)
 class LoadedModel:
-    """The CUGD_MODEL payload: a denoiser plus where it runs and whether it stays there."""
+    """The CUGD_MODEL payload: a float32 denoiser, where it runs, at which precision, and whether it
+    stays on the compute device between runs."""
 
     denoiser: Any
     name: str
     load_device: Any
     offload_device: Any
-    dtype: Any
+    dtype: Any  # compute precision; the weights stay float32 (half precision runs under autocast)
     keep_loaded: bool = True
 
     @property
@@ -229,14 +211,18 @@ class LoadedModel:
 
     @contextlib.contextmanager
     def active(self):
-        """The denoiser on the compute device for the block; offloaded afterwards unless kept loaded."""
+        """The denoiser on the compute device, calls in the block at the chosen precision (torch
+        autocast, as `cugd_core.precision` does); offloaded afterwards unless kept loaded."""
+        import torch
         import comfy.model_management as mm
 
         if self.load_device.type != "cpu":
             mm.free_memory(self.size_bytes() * 2, self.load_device)
         self.denoiser.to(self.load_device)
+        low = self.dtype in (torch.bfloat16, torch.float16)
         try:
-            yield self.denoiser
+            with torch.autocast(self.load_device.type, dtype=self.dtype) if low else contextlib.nullcontext():
+                yield self.denoiser
         finally:
             if not self.keep_loaded:
                 self.denoiser.to(self.offload_device)
@@ -248,9 +234,8 @@ def load_model(source, config=None, *, name: str, device: str = "auto", dtype: s
     """`cugd_core.weights.load_denoiser` + ComfyUI's device/dtype choice -> the CUGD_MODEL payload."""
     denoiser = core("weights").load_denoiser(source, config)
     load_device = compute_device(device)
-    torch_dtype = pick_dtype(dtype, load_device)
-    denoiser = denoiser.to(dtype=torch_dtype).eval().requires_grad_(False)
-    model = LoadedModel(denoiser, name, load_device, offload_device(), torch_dtype, keep_loaded)
+    denoiser = denoiser.eval().requires_grad_(False)
+    model = LoadedModel(denoiser, name, load_device, offload_device(), pick_precision(dtype, load_device), keep_loaded)
     if keep_loaded:
         denoiser.to(load_device)
     return model
@@ -265,6 +250,33 @@ def default_model() -> LoadedModel:
     if key not in _DEFAULT_MODELS:
         _DEFAULT_MODELS[key] = load_model(default_model_path(required=True), name="default")
     return _DEFAULT_MODELS[key]
+
+
+_DEFAULT_SAMS: dict[str, Any] = {}
+
+
+def sam_dirs() -> list[str]:
+    import folder_paths
+
+    try:
+        return folder_paths.get_folder_paths(SAM_FOLDER)
+    except KeyError:
+        return []
+
+
+def load_sam(name: str | None, model_type: str | None = None, device: str = "auto"):
+    """A segment-anything `Sam`: `name` in models/sams, or None for MobileSAM (models/sams first,
+    then the installed weights package)."""
+    path = None if name is None else full_path(SAM_FOLDER, name)
+    return core("priors").load_sam(path, model_type=model_type, sam_dirs=sam_dirs(), device=compute_device(device))
+
+
+def default_sam():
+    """MobileSAM on the compute device, loaded once (for Enhance without a SAM)."""
+    key = str(compute_device("auto"))
+    if key not in _DEFAULT_SAMS:
+        _DEFAULT_SAMS[key] = load_sam(None)
+    return _DEFAULT_SAMS[key]
 
 
 def offload_device():
@@ -282,12 +294,14 @@ def pad_multiple(denoiser) -> int:
 
 def tile_side(tile_size: int, model: "LoadedModel", height: int, width: int, batch: int) -> int | None:
     """The node's tile_size (0 = automatic) -> a tile side, or None for the whole padded image."""
+    import torch
+
     tiling = core("tiling")
     if tile_size:
         if tile_size < tiling.MIN_TILE:
             raise ValueError(f"tile_size must be 0 (automatic) or at least {tiling.MIN_TILE}, got {tile_size}")
         return int(tile_size)
-    dtype_bytes = next(model.denoiser.parameters()).element_size()
+    dtype_bytes = 2 if model.dtype in (torch.bfloat16, torch.float16) else 4
     return tiling.auto_tile_size(model.config, height, width, batch=batch, device=model.load_device,
                                  dtype_bytes=dtype_bytes, multiple=pad_multiple(model.denoiser))
 

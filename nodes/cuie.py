@@ -32,8 +32,8 @@ class CUGDCUIEEncode(io.ComfyNode):
             multiple = bridge.pad_multiple(net)
             edge = imageops.pad_to_multiple(priors.edge.to(model.load_device), multiple)
             semantic = imageops.pad_to_multiple(priors.semantic.to(model.load_device), multiple)
-            guidance = bridge.CastingDenoiser(net, model.load_device, model.dtype).cuie(edge, semantic)
-        return io.NodeOutput(Guidance(guidance.to(bridge.intermediate_device()), priors.hw,
+            guidance = net.cuie(edge, semantic)
+        return io.NodeOutput(Guidance(guidance.float().to(bridge.intermediate_device()), priors.hw,
                                       tuple(edge.shape[-2:]), id(model.denoiser), priors))
 
 

@@ -55,9 +55,8 @@ class CUGDEnhance(io.ComfyNode):
         images = bridge.image_to_u8(image)
         model = model if model is not None else bridge.default_model()
         progress = bridge.Progress(len(images) * steps)
+        sam = bridge.default_sam() if sam is None else sam
         with model.active() as net:
-            if sam is None:
-                sam = enhance.default_sam(model.load_device if model.load_device.type != "cpu" else None)
             out = enhance.enhance(images, net, sam, steps=steps, sampler=sampler, seed=seed,
                                   tile="auto" if tile_size == 0 else tile_size, overlap=tile_overlap,
                                   prior_mode=prior_mode, callback=progress, interrupt=bridge.check_interrupt)

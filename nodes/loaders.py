@@ -40,7 +40,8 @@ class CUGDModelLoader(io.ComfyNode):
                 io.Combo.Input("device", options=list(bridge.DEVICES), default="auto",
                                tooltip="auto = ComfyUI's compute device (the GPU if there is one), cpu = always CPU."),
                 io.Combo.Input("dtype", options=list(bridge.DTYPES), default="auto",
-                               tooltip="auto = fp32 on CPU, bf16 or fp16 on a GPU that supports it."),
+                               tooltip="Compute precision (weights stay fp32): auto = fp32 on CPU, bf16 or fp16 "
+                                       "on a GPU that supports it; bf16 is also much faster on CPUs with AMX."),
                 io.Boolean.Input("keep_loaded", default=True,
                                  tooltip="Keep the model on the compute device between runs (faster); off = move "
                                          "it back to the offload device after each node that uses it."),
@@ -130,10 +131,8 @@ class CUGDSAMLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, sam_name, model_type, device) -> io.NodeOutput:
-        priors = bridge.core("priors")
-        path = None if sam_name == bridge.DEFAULT_SAM else bridge.full_path(bridge.SAM_FOLDER, sam_name)
-        sam = priors.load_sam(path, model_type=None if model_type == "auto" else model_type,
-                              device=bridge.compute_device(device))
+        sam = bridge.load_sam(None if sam_name == bridge.DEFAULT_SAM else sam_name,
+                              None if model_type == "auto" else model_type, device)
         return io.NodeOutput(sam)
 
 

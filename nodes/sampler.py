@@ -53,8 +53,7 @@ def _advance(st: SamplingState, sampler: str, plan) -> SamplingState:
         tiles = tiling.plan_tiles(*st.condition.shape[-2:], st.tile, st.overlap, multiple)
         if tiles.whole:
             progress = bridge.Progress(steps)
-            denoiser, guidance, callback = bridge.CastingDenoiser(net, device, model.dtype), \
-                st.guidance.guidance.to(device), progress
+            denoiser, guidance, callback = net, st.guidance.guidance.to(device), progress
         else:
             progress = bridge.Progress(steps * len(tiles))
             edge, semantic = (imageops.pad_to_multiple(to(m), multiple)
