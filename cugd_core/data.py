@@ -36,10 +36,10 @@ def prior_path(root: str | os.PathLike, mode: str, side: str, name: str, kind: s
     return Path(root) / "priors" / mode / side / f"{Path(name).stem}_{kind}.png"
 
 
-def missing_priors(root: str | os.PathLike, mode: str) -> list[str]:
-    """Names of the pairs whose cache lacks any of the four prior files."""
+def missing_priors(root: str | os.PathLike, mode: str, sides: Sequence[str] = SIDES) -> list[str]:
+    """Names of the pairs whose cache lacks any prior file of the given sides."""
     return [name for name, _, _ in list_pairs(root)
-            if not all(prior_path(root, mode, s, name, k).is_file() for s in SIDES for k in KINDS)]
+            if not all(prior_path(root, mode, s, name, k).is_file() for s in sides for k in KINDS)]
 
 
 def constant_prior_u8(h: int, w: int) -> np.ndarray:

@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .config import CUGDConfig
-from .data import ARRAYS, PRIOR_MODES, PairDataset, StepBatches, load_pair, missing_priors, to_tensors
+from .data import ARRAYS, PRIOR_MODES, SIDES, PairDataset, StepBatches, load_pair, missing_priors, to_tensors
 from .losses import LossConfig, compute_loss, draw
 from .schedule import RELEASED_SCHEDULE
 from .unet import CUGDDenoiser
@@ -289,21 +289,25 @@ def validate(model: CUGDDenoiser, root: str | os.PathLike, names: list[str], *, 
 
 
 # -- priors ------------------------------------------------------------------------------------------
-def ensure_priors(root: str | os.PathLike, mode: str, d: Dist, *, poll_s: float = 5.0) -> None:
-    """Compute the missing priors of a paired folder (rank 0; the others wait for the files)."""
+def ensure_priors(root: str | os.PathLike, mode: str, d: Dist, *, sides=SIDES, poll_s: float = 5.0) -> None:
+    """Compute the missing priors of a paired folder (rank 0; the others wait for the files).
+
+    `priors.compute_dataset_priors` writes the cache `data.prior_path` reads, skipping what exists,
+    so an interrupted computation resumes. Validation needs only `sides=("low",)`.
+    """
     err = Path(root) / "priors" / mode / ".failed"
     if d.main:
-        if missing_priors(root, mode):
+        if missing_priors(root, mode, sides):
             err.unlink(missing_ok=True)
             try:
-                from .priors import compute_dataset_priors
+                from .priors.dataset import compute_dataset_priors
                 compute_dataset_priors(root, mode=mode)
             except BaseException as e:
                 err.parent.mkdir(parents=True, exist_ok=True)
                 err.write_text(repr(e))
                 raise
         return
-    while missing_priors(root, mode):
+    while missing_priors(root, mode, sides):
         if err.exists():
             raise RuntimeError(f"rank 0 failed to compute the priors of {root}: {err.read_text()}")
         time.sleep(poll_s)
@@ -356,7 +360,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
         from .evaluate import list_pairs
         val_names = [n for n, _, _ in list_pairs(cfg.val_data)][:cfg.val_count]
         if not cfg.constant_priors:
-            ensure_priors(cfg.val_data, cfg.prior_mode, Dist())
+            ensure_priors(cfg.val_data, cfg.prior_mode, Dist(), sides=("low",))
 
     model = build_model(cfg).to(d.device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
