@@ -1,6 +1,7 @@
 """Two gloo processes (DistributedDataParallel) follow the same trajectory as one process with the
 same global batch and seed: same losses per step and the same final weights, within float tolerance."""
 import json
+from pathlib import Path
 import os
 import socket
 import subprocess
@@ -33,15 +34,16 @@ WORKER = """
 import json, sys
 import torch.distributed as dist
 from cugd_core.train import TrainConfig, train
-summary = train(TrainConfig(**json.loads(open(sys.argv[1]).read())), device="cpu", threads=1)
+summary = train(TrainConfig(**json.loads(open(sys.argv[1]).read())), device="cpu", threads=1, resume=True)
 assert summary["world_size"] == 2 and summary["step"] == {steps}
 dist.destroy_process_group()
 """
 
 
 def _torchrun(tmp_path, cfg: TrainConfig, nproc: int) -> None:
-    """`torchrun --nproc_per_node N script cfg.json` on 127.0.0.1 and a free port, as a user would."""
-    script, cfg_json = tmp_path / "worker.py", tmp_path / "cfg.json"
+    """`torchrun --nproc_per_node N script cfg.json` on 127.0.0.1 and a free port, as a user would
+    (the script resumes the run in cfg.out if there is one)."""
+    script, cfg_json = tmp_path / "worker.py", tmp_path / f"cfg_{Path(cfg.out).name}.json"
     script.write_text(WORKER.format(steps=STEPS))
     cfg_json.write_text(json.dumps(cfg.to_dict()))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
@@ -56,16 +58,20 @@ def _losses(run) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / LOG).read_text().splitlines()]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """2 shared cores: one intra-op thread avoids OpenMP spinning against the other processes."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(tmp_path):
     data = make_pairs(tmp_path / "pairs", 8, (40, 56))
     _torchrun(tmp_path, _cfg(data, tmp_path / "ddp"), 2)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = train(_cfg(data, tmp_path / "one"), device="cpu")
-    finally:
-        torch.set_num_threads(n)
+    single = train(_cfg(data, tmp_path / "one"), device="cpu")
     assert single["world_size"] == 1
 
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "ddp")
@@ -81,3 +87,13 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     # the tolerance is well below how far training moved the weights (Adam: ~lr per step)
     assert max(float((a["model"][k] - init[k]).abs().max()) for k in init) > 2e-4
     assert (tmp_path / "ddp" / "config.json").is_file()
+
+    # resume with another world size: 2 steps in one process, the last one on 2 ranks
+    part = train(_cfg(data, tmp_path / "mixed"), device="cpu", stop_after=2)
+    assert part["step"] == 2
+    _torchrun(tmp_path, _cfg(data, tmp_path / "mixed"), 2)
+    c = load_checkpoint(tmp_path / "mixed" / CHECKPOINT)
+    assert c["step"] == STEPS and c["world_size"] == 2
+    assert _losses(tmp_path / "mixed") == pytest.approx(one, rel=1e-5)
+    for k, w in a["model"].items():
+        torch.testing.assert_close(c["model"][k], w, rtol=0, atol=2e-5, msg=k)
