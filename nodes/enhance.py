@@ -7,7 +7,7 @@ from . import comfy_bridge as bridge
 from .sampler import SAMPLERS, tile_inputs
 from .types import CATEGORY, CUGDModel, SAMModel
 
-PRIOR_MODES = ("exact", "fast")
+PRIOR_MODES = ("fast", "exact")
 
 
 class CUGDEnhance(io.ComfyNode):
@@ -28,9 +28,9 @@ class CUGDEnhance(io.ComfyNode):
                              tooltip="Denoising steps, at most the schedule's length (10 for the released models)."),
                 io.Combo.Input("sampler", options=list(SAMPLERS), default="ddpm",
                                tooltip="ddpm = the authors' ancestral sampler; ddim = deterministic."),
-                io.Combo.Input("prior_mode", options=list(PRIOR_MODES), default="exact",
-                               tooltip="exact = the authors' SAM settings; fast = a few seconds per image, "
-                                       "slightly different maps."),
+                io.Combo.Input("prior_mode", options=list(PRIOR_MODES), default="fast",
+                               tooltip="fast = a few seconds per image; exact = the authors' SAM settings "
+                                       "(24x24 points), several times slower on a CPU."),
                 *tile_inputs(),
                 CUGDModel.Input("model", optional=True,
                                 tooltip="Optional CUGD model (CUGD Model Loader); default: the model shipped with the pack."),
@@ -54,7 +54,7 @@ class CUGDEnhance(io.ComfyNode):
         enhance = bridge.core("enhance")
         images = bridge.image_to_u8(image)
         model = model if model is not None else bridge.default_model()
-        progress = bridge.Progress(len(images) * steps)
+        progress = bridge.Progress(steps)  # the pipeline reports (done, total) over steps x tiles
         sam = bridge.default_sam() if sam is None else sam
         with model.active() as net:
             out = enhance.enhance(images, net, sam, steps=steps, sampler=sampler, seed=seed,

@@ -55,7 +55,7 @@ def _sampler(image, steps=10, sampler="ddpm", end_step=1000):
                        "tile_overlap": 64}}
 
 
-def _pipeline(image=("1", 0), mode="exact"):
+def _pipeline(image=("1", 0), mode="fast"):
     """SAM loader (2), model loader (3), priors (4), CUIE (5), previews of the maps (8, 9)."""
     return {**_sam(), **_model(),
             "4": {"class_type": "CUGD_SAMPriors", "inputs": {"image": list(image), "sam": ["2", 0], "mode": mode}},
@@ -105,7 +105,7 @@ WORKFLOWS: dict[str, dict] = {
         "prompt": {**_load(),
                    "16": {"class_type": "CUGD_Enhance",
                           "inputs": {"image": ["1", 0], "seed": 0, "steps": 10, "sampler": "ddpm",
-                                     "prior_mode": "exact", "tile_size": 0, "tile_overlap": 64}},
+                                     "prior_mode": "fast", "tile_size": 0, "tile_overlap": 64}},
                    **_save(["16", 0], "CUGD/one_node")},
     },
 }

@@ -110,7 +110,7 @@ def test_validate_inputs_rejects_bad_combo_values(comfy):
                          "keep_loaded": True, "hub_ref": ""}},
         "2": {"class_type": "CUGD_Enhance",
               "inputs": {"image": ["3", 0], "model": ["1", 0], "seed": 0, "steps": 10, "sampler": "euler",
-                         "prior_mode": "exact", "tile_size": 0, "tile_overlap": 64}},
+                         "prior_mode": "fast", "tile_size": 0, "tile_overlap": 64}},
         "3": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
         "4": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
     }
