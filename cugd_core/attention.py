@@ -40,6 +40,37 @@ class Attention(nn.Module):
         q, k, v = (t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous() for t in (self.q(q_src), self.k(n), self.v(n)))
         # contiguous q/k/v: the CPU flash kernel (O(tokens) memory) needs a unit last stride; otherwise
         # SDPA silently falls back to the math path and materialises the [HW, HW] matrix.
-        a = F.scaled_dot_product_attention(q, k, v)  # default scale 1/sqrt(C), as the authors'
+        if q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu":
+            a = blocked_attention(q.squeeze(1), k.squeeze(1), v.squeeze(1), 1024).unsqueeze(1)
+        else:
+            a = F.scaled_dot_product_attention(q, k, v)  # default scale 1/sqrt(C), as the authors'
         a = a.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
-        return x + self.out(a)
+        return residual_add(self.out(a), x)
+
+
+def residual_add(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """`fresh + other`, written into `fresh` (a layer's new output) when no autograd graph is being
+    recorded and the dtype stays (under bf16 autocast a bf16 output plus a float32 skip must promote):
+    one full-size temporary, and its page faults, less per call."""
+    if not torch.is_grad_enabled() and torch.result_type(fresh, other) == fresh.dtype:
+        return fresh.add_(other)
+    return fresh + other
+
+
+def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int = 512) -> torch.Tensor:
+    """softmax(q k^T / sqrt(C)) v for `[B,N,C]` inputs, `block` queries at a time (`[block, N]` scores).
+
+    For bf16 on CPU: SDPA's fused CPU kernel gains nothing over float32 on CPUs without AMX, while
+    two plain bf16 matrix products per block run at the bf16 GEMM rate. Softmax accumulates in float32
+    (its output is rounded to bf16); memory is O(block * N), reused across blocks.
+    """
+    n, c = q.shape[1], q.shape[2]
+    kt = k.transpose(1, 2)
+    out = torch.empty_like(q)
+    scores = torch.empty(q.shape[0], min(block, n), k.shape[1], dtype=q.dtype, device=q.device)
+    for i in range(0, n, block):
+        s = scores[:, : min(block, n - i)]
+        torch.baddbmm(s, q[:, i:i + block], kt, beta=0, alpha=c ** -0.5, out=s)
+        torch.softmax(s, dim=-1, out=s)  # row-wise, in place
+        torch.bmm(s, v, out=out[:, i:i + block])
+    return out

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Attention
+from .attention import Attention, residual_add
 from .config import CUGDConfig
 from .cuie import CUIE
 
@@ -53,7 +53,10 @@ class Block(nn.Module):
                                    nn.Conv2d(cin, cout, 3, padding=1))
 
     def forward(self, x):
-        return self.block(x)
+        norm, act, drop, conv = self.block
+        h = norm(x)  # a new tensor: Swish can overwrite it when no autograd graph is recorded
+        h = F.silu(h, inplace=True) if not torch.is_grad_enabled() else act(h)
+        return conv(drop(h))
 
 
 class NoiseInjection(nn.Module):
@@ -79,7 +82,7 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.block2(self.noise_func(self.block1(x), emb))
-        return h + self.res_conv(x)
+        return residual_add(h, self.res_conv(x))
 
 
 class ResBlockAttn(nn.Module):
