@@ -1,0 +1,162 @@
+"""`python -m cugd_core`: sub-command registry, `enhance` on files and folders, folder pipeline, resume."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cugd_core import cli
+from cugd_core.imageops import load_image
+from cugd_core.pipeline import FolderRunner, collect_jobs
+from tests._enhance_helpers import tiny_denoiser, write_dark, write_priors, write_tiny_model
+from tests._paths import REPO
+
+FAST = ["--steps", "2", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny.safetensors")
+
+
+def make_folder(root: Path, sizes, seed=0) -> tuple[Path, Path]:
+    """root/in/<i>.png dark images and root/priors/<i>_{edge,semantic}.png."""
+    for i, (h, w) in enumerate(sizes):
+        write_dark(root / "in" / f"img{i}.png", h, w, seed + i)
+        write_priors(root / "priors", f"img{i}", h, w, seed + i)
+    return root / "in", root / "priors"
+
+
+def run_cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "cugd_core", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_enhance_folder_end_to_end_with_summary_and_resume(tmp_path, tiny_model):
+    src, priors = make_folder(tmp_path, [(40, 60), (33, 47), (40, 60)])
+    out = tmp_path / "out"
+    r = run_cli("enhance", src, "-o", out, "--model", tiny_model, "--priors", priors, "--side-by-side", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "3 enhanced, 0 skipped (already done), 0 failed" in r.stderr and "images/min" in r.stderr
+    assert "Traceback" not in r.stderr
+    for i, (h, w) in enumerate([(40, 60), (33, 47), (40, 60)]):
+        assert load_image(out / f"img{i}.png").shape == (h, w, 3)
+        sbs = load_image(out / f"img{i}_before_after.png")
+        assert sbs.shape == (h, 2 * w + 8, 3)
+        np.testing.assert_array_equal(sbs[:, :w], load_image(src / f"img{i}.png"))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    # a second run skips everything; --overwrite redoes it with the same (seeded) result
+    first = load_image(out / "img1.png")
+    r = run_cli("enhance", src, "-o", out, "--model", tiny_model, "--priors", priors, "--side-by-side", *FAST)
+    assert r.returncode == 0 and "0 enhanced, 3 skipped" in r.stderr
+    (out / "img1.png").unlink()
+    r = run_cli("enhance", src / "img1.png", "-o", out, "--model", tiny_model, "--priors", priors, *FAST)
+    assert r.returncode == 0 and "1 enhanced, 0 skipped" in r.stderr
+    np.testing.assert_array_equal(load_image(out / "img1.png"), first)
+
+
+def test_pipelined_and_one_at_a_time_give_the_same_files(tmp_path, tiny_model):
+    src, priors = make_folder(tmp_path, [(30, 40), (36, 20), (30, 40), (8, 64)])
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli.main(["enhance", str(src), "-o", str(a), "--model", str(tiny_model), "--priors", str(priors), *FAST]) == 0
+    assert cli.main(["enhance", str(src), "-o", str(b), "--model", str(tiny_model), "--priors", str(priors),
+                     "--no-pipeline", *FAST]) == 0
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir()) == [f"img{i}.png" for i in range(4)]
+    for n in names:
+        np.testing.assert_array_equal(load_image(a / n), load_image(b / n))
+
+
+def test_bad_files_are_reported_and_skipped(tmp_path, tiny_model, capsys):
+    src, priors = make_folder(tmp_path, [(30, 40), (30, 40)])
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    write_dark(src / "nopriors.png", 30, 40)  # its prior files are missing
+    code = cli.main(["enhance", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
+                     "--priors", str(priors), *FAST])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "2 enhanced, 0 skipped (already done), 2 failed" in err
+    assert "broken.png" in err and "nopriors_edge.png" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img0.png", "img1.png"]
+
+
+def test_interrupted_run_writes_nothing_partial_and_resumes(tmp_path):
+    src, priors = make_folder(tmp_path, [(30, 40)] * 3)
+    jobs = collect_jobs([src], tmp_path / "out", priors_dir=priors, side_by_side=True)
+    model = tiny_denoiser(0)
+
+    class Cancel(Exception):
+        pass
+
+    calls = []
+
+    def interrupt():  # ComfyUI-style: raises after a few steps, here in the middle of the 2nd image
+        calls.append(1)
+        if len(calls) == 6:
+            raise Cancel
+
+    for pipelined in (True, False):
+        for p in (tmp_path / "out").glob("*"):
+            p.unlink()
+        calls.clear()
+        with pytest.raises(Cancel) as info:
+            FolderRunner(model, steps=3, progress=False, interrupt=interrupt, pipelined=pipelined).run(jobs)
+        assert info.value.cugd_report.done == 1 and info.value.cugd_report.interrupted
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img0.png", "img0_before_after.png"]
+        report = FolderRunner(model, steps=3, progress=False, pipelined=pipelined).run(jobs)
+        assert (report.done, report.skipped, report.failed) == (2, 1, [])
+
+
+def test_collect_jobs_names(tmp_path):
+    for name in ("a.png", "a.jpg", "b.PNG", ".hidden.png", "notes.txt", "sub/c.png"):
+        p = tmp_path / "in" / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    jobs = collect_jobs([tmp_path / "in"], tmp_path / "out")
+    assert sorted(j.out.name for j in jobs) == ["a_jpg.png", "a_png.png", "b.png"]
+    jobs = collect_jobs([tmp_path / "in"], tmp_path / "out", recursive=True, side_by_side=True)
+    assert (tmp_path / "out" / "sub" / "c.png") in [j.out for j in jobs]
+    assert all(j.side_by_side.name.endswith("_before_after.png") for j in jobs)
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        collect_jobs([tmp_path / "missing"], tmp_path / "out")
+
+
+def test_missing_default_model_and_sample_say_what_to_do(tmp_path, capsys, monkeypatch):
+    write_dark(tmp_path / "x.png", 20, 20)
+    monkeypatch.setattr(cli, "MODELS_DIR", tmp_path / "models")
+    assert cli.main(["enhance", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "default model" in err and "--model" in err
+    assert not (tmp_path / "out").exists()
+    assert cli.main(["demo", "--image", str(tmp_path / "nothere.png")]) == 2
+    assert "sample image" in capsys.readouterr().err
+
+
+def test_a_broken_subcommand_module_does_not_break_the_others(tmp_path, capsys, monkeypatch, tiny_model):
+    monkeypatch.setitem(cli.COMMANDS, "synth", ("cugd_core._no_such_module", "synthetic pairs"))
+    assert cli.main(["synth", "--help"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be imported" in err and "pip install -r requirements.txt" in err
+    src, priors = make_folder(tmp_path, [(20, 20)])
+    assert cli.main(["enhance", str(src), "-o", str(tmp_path / "o"), "--model", str(tiny_model),
+                     "--priors", str(priors), *FAST]) == 0
+    with pytest.raises(SystemExit) as e:  # every registered command is listed
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert all(c in out for c in ("enhance", "demo", "priors", "synth", "train", "evaluate", "convert"))
+
+
+def test_demo_writes_the_two_readme_files(tmp_path, tiny_model, monkeypatch):
+    img = write_dark(tmp_path / "sample_dark.png", 36, 52)
+    write_priors(tmp_path / "priors", "sample_dark", 36, 52)
+    code = cli.main(["demo", "--image", str(img), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
+                     "--priors", str(tmp_path / "priors"), *FAST])
+    assert code == 0
+    assert load_image(tmp_path / "out" / "sample_enhanced.png").shape == (36, 52, 3)
+    assert Image.open(tmp_path / "out" / "sample_before_after.png").size == (2 * 52 + 8, 36)
