@@ -175,10 +175,13 @@ def free_memory(device: torch.device | str = "cpu") -> int:
     try:
         import psutil
         return int(psutil.virtual_memory().available)
-    except ImportError:  # psutil is in ComfyUI's env; fall back to the kernel's number
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
+    except ImportError:  # psutil is in ComfyUI's env; elsewhere ask the kernel, else assume little
+        try:
+            with open("/proc/meminfo") as f:
+                info = dict(line.split(":", 1) for line in f)
+            return int(info["MemAvailable"].split()[0]) * 1024
+        except (OSError, KeyError, ValueError):
+            return 4 * 2**30
 
 
 def estimate_peak_bytes(config: CUGDConfig, height: int, width: int, tile: int, batch: int = 1,
