@@ -10,7 +10,7 @@ driven over the DevTools protocol with aiohttp (in ComfyUI's venv), so nothing e
     "$COMFYUI_PYTHON" scripts/screenshot_workflow.py                     # -> docs/workflow.png
     "$COMFYUI_PYTHON" scripts/screenshot_workflow.py --run --workflow cugd_basic -o docs/workflow.png
 
-The input image is a synthetic dark scene drawn here (never a dataset photo).
+The input image is the project's `assets/sample_dark.png`, or a dark scene drawn here (never a dataset photo).
 `--prompt-out FILE` also writes the API prompt that the frontend's `graphToPrompt` makes of the
 workflow (the reference for tests/comfy_client.ui_to_api).
 """
@@ -231,7 +231,8 @@ def main(argv=None) -> int:
             server = start_server(base)
             url = server.url
         client = ComfyClient(url)
-        scene = synthetic_dark_scene(Path(tempfile.mkdtemp()) / "scene.png")
+        sample = REPO / "assets" / "sample_dark.png"  # the project's own sample, else one drawn here
+        scene = sample if sample.is_file() else synthetic_dark_scene(Path(tempfile.mkdtemp()) / "scene.png")
         for node in workflow["nodes"]:
             if node["type"] == "LoadImage":
                 client.upload_image(str(scene), node["widgets_values"][0])
