@@ -6,7 +6,9 @@ Modes (`extract_priors(..., mode=)`):
     masks and 8-bit maps as segment-anything's generator (bench/bench_priors.py measures it).
   * `"reference"`: like exact, but the mask decoder runs as segment-anything's own module
     (bit-identical logits to `SamPredictor`); slower, for verification.
-  * `"fast"`: fewer prompts (FAST settings below); maps deviate from exact (measured in the bench).
+  * `"fast"`: a 6x6 prompt grid instead of 24x24, otherwise the same; on a 600x400 photo with
+    MobileSAM it runs in under 5 s on this 2-core CPU and its maps differ from exact mode by a mean
+    absolute 0.013 (semantic) / 0.020 (edge) (bench/bench_priors.py).
 """
 from __future__ import annotations
 
@@ -25,11 +27,15 @@ from .sam_predictor import SamPromptPredictor
 
 @dataclass(frozen=True)
 class PriorMode:
+    """How to extract: generator settings and mask-decoder path ("folded" or "module")."""
+
     settings: GeneratorSettings
     decoder: str = "folded"
 
 
-FAST = GeneratorSettings(points_per_side=8)
+# 6x6 prompts: the image encoder (~1.8 s of one core for MobileSAM) plus 36 decoder passes fit 5 s
+# even on one core; 8x8 halves the deviation from exact but takes ~6 s of one core (bench_priors.py).
+FAST = GeneratorSettings(points_per_side=6)
 MODES = {
     "exact": PriorMode(AUTHORS, "folded"),
     "reference": PriorMode(AUTHORS, "module"),

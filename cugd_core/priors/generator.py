@@ -78,7 +78,8 @@ class MaskSet:
     def __len__(self) -> int:
         return len(self.records)
 
-    def iter_logits(self, chunk: int = 16) -> Iterator[torch.Tensor]:
+    def iter_logits(self, chunk: int | None = None) -> Iterator[torch.Tensor]:
+        chunk = chunk or min(16, _chunk_for(*self.segmentation.shape[-2:]))
         for i in range(0, self.low_res.shape[0], chunk):
             yield self.upscale(self.low_res[i:i + chunk])
 
