@@ -1,20 +1,23 @@
 """Point-prompt predictor over any segment-anything `Sam` (vit_b/l/h, MobileSAM's vit_t).
 
-`SamPromptPredictor` does what segment_anything's `SamPredictor.set_image` + `predict_torch(...,
-multimask_output, return_logits=True)` do, with the same arithmetic, but split so that the generator
-can skip work that does not change the result:
+`SamPromptPredictor` computes what segment_anything's `SamPredictor.set_image` +
+`predict_torch(..., multimask_output, return_logits=True)` compute, split and reorganised so that the
+automatic mask generator can skip work that does not change its result:
 
-* `predict` returns the decoder's **low-resolution** logits `[B,K,256,256]`; `upscale` turns any
-  subset of them into full-resolution logits exactly as `Sam.postprocess_masks` does (1024 frame,
-  crop, original size), only for the masks that need it and only over the rows of the 1024 frame
-  that survive the crop.
-* the mask decoder's two-way transformer shares the prompt-independent work of its first block
-  (the image tokens' key/value/query projections: every prompt sees the same image tokens there)
-  across all prompts, instead of repeating the image embedding per prompt; later blocks, the
-  upscaling and the heads are the model's own modules called on the same tensors.
+* `predict` returns the decoder's **low-resolution** logits (cut to the part of the 256x256 output
+  that covers the image); `upscale` turns any subset of them into full-resolution logits exactly as
+  `Sam.postprocess_masks` does (bit-identical; only over the rows/columns the crop keeps).
+* `decoder="folded"` runs the mask decoder reorganised for its shape, 7 prompt tokens against 4096
+  image tokens: in every cross-attention the projections of the image tokens are folded into the
+  token side (q.(Wk x + b) = (Wk^T q).x + const, values projected after averaging), the first
+  block's prompt-independent image-token work is computed once per image, and the upscaling runs as
+  two GEMMs in a sub-pixel layout. The function is the same; float32 rounding differs (logits
+  within ~1e-4), which bench/bench_priors.py shows does not change the kept masks or 8-bit maps.
+  `decoder="module"` calls the model's own decoder (bit-identical to `SamPredictor`).
 
 Only the modules' public attributes are used (`image_encoder`, `prompt_encoder`, `mask_decoder`,
-`preprocess`, `image_format`), so `segment_anything` and `mobile_sam` models both work.
+`preprocess`, `image_format`), so `segment_anything` and `mobile_sam` models both work; decoders of
+another design (HQ-SAM, EdgeSAM, ...) fall back to `"module"`.
 """
 from __future__ import annotations
 
@@ -205,7 +208,7 @@ class SamPromptPredictor:
         h, w = image_u8.shape[:2]
         nh, nw = resize_longest_side_shape(h, w, self.img_size)
         # ResizeLongestSide.apply_image = torchvision resize of a PIL image = PIL bilinear resize
-        resized = np.asarray(Image.fromarray(np.ascontiguousarray(image_u8)).resize((nw, nh), Image.BILINEAR))
+        resized = np.array(Image.fromarray(np.ascontiguousarray(image_u8)).resize((nw, nh), Image.BILINEAR))
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         x = self.sam.preprocess(x.to(self.dtype) if self.dtype != torch.float32 else x)
         self.features = self.sam.image_encoder(x)
