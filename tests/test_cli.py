@@ -37,7 +37,7 @@ def run_cli(*args, env=None, timeout=300):
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def test_enhance_folder_end_to_end_with_summary_and_resume(tmp_path, tiny_model):
+def test_enhance_folder_end_to_end_with_summary_and_resume(tmp_path, tiny_model, capsys):
     src, priors = make_folder(tmp_path, [(40, 60), (33, 47), (40, 60)])
     out = tmp_path / "out"
     r = run_cli("enhance", src, "-o", out, "--model", tiny_model, "--priors", priors, "--side-by-side", *FAST)
@@ -52,11 +52,12 @@ def test_enhance_folder_end_to_end_with_summary_and_resume(tmp_path, tiny_model)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
     # a second run skips everything; --overwrite redoes it with the same (seeded) result
     first = load_image(out / "img1.png")
-    r = run_cli("enhance", src, "-o", out, "--model", tiny_model, "--priors", priors, "--side-by-side", *FAST)
-    assert r.returncode == 0 and "0 enhanced, 3 skipped" in r.stderr
+    args = ["-o", str(out), "--model", str(tiny_model), "--priors", str(priors), *FAST]
+    assert cli.main(["enhance", str(src), *args, "--side-by-side"]) == 0
+    assert "0 enhanced, 3 skipped" in capsys.readouterr().err
     (out / "img1.png").unlink()
-    r = run_cli("enhance", src / "img1.png", "-o", out, "--model", tiny_model, "--priors", priors, *FAST)
-    assert r.returncode == 0 and "1 enhanced, 0 skipped" in r.stderr
+    assert cli.main(["enhance", str(src / "img1.png"), *args]) == 0
+    assert "1 enhanced, 0 skipped" in capsys.readouterr().err
     np.testing.assert_array_equal(load_image(out / "img1.png"), first)
 
 

@@ -161,7 +161,7 @@ print(max(peak - before, 0), int(est))
 @pytest.mark.parametrize("tile", [0, 96])
 def test_memory_estimate_bounds_the_measured_peak(tile):
     # the estimate that picks the 4K tile size must be an upper bound of what a run really takes
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(REPO), "160", "256", str(tile)],
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(REPO), "128", "192", str(tile)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     measured, estimate = map(int, out.stdout.split())
