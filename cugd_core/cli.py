@@ -119,6 +119,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
                    help="tile side in pixels for large images, 0 = whole image, auto = from free memory (default)")
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (feathered)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32 (exact, default) or bf16 (autocast, float32 weights: about 3x faster on CPUs "
+                        "with AVX-512 BF16 or AMX and on GPUs; outputs differ slightly)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -146,7 +149,7 @@ def _runner(args, sam_needed: bool):
     device = str(next(model.parameters()).device)
     sam = load_sam_model(args.sam, device) if sam_needed else None
     return FolderRunner(model, sam, steps=args.steps, sampler=args.sampler, seed=args.seed, tile=args.tile,
-                        overlap=args.overlap, prior_mode=args.prior_mode, overwrite=getattr(args, "overwrite", True),
+                        overlap=args.overlap, precision=args.precision, prior_mode=args.prior_mode, overwrite=getattr(args, "overwrite", True),
                         pipelined=not getattr(args, "no_pipeline", False), progress=not args.quiet)
 
 

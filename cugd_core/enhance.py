@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import tiling
+from .precision import PRECISIONS, autocast
 from .imageops import as_rgb_u8, crop, pad_to_multiple, prior_to_tensor, to_model_range, to_uint8
 from .samplers import SAMPLERS, init_state, make_generators, randn, run, timesteps
 from .schedule import RELEASED_SCHEDULE, Schedule
@@ -92,6 +93,11 @@ def _as_prior_pair(priors, hw) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # -- tensor level ------------------------------------------------------------------------------------
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
 def _check_steps(steps: int, sampler: str, schedule: Schedule) -> None:
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -148,8 +154,8 @@ class _Counter:
 @torch.no_grad()
 def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic: torch.Tensor, *,
                    steps: int = 10, sampler: str = "ddpm", seed: int = 0, schedule: Schedule | None = None,
-                   tile=None, overlap: int = tiling.DEFAULT_OVERLAP, callback: Progress | None = None,
-                   interrupt: Interrupt | None = None) -> torch.Tensor:
+                   tile=None, overlap: int = tiling.DEFAULT_OVERLAP, precision: str = "fp32",
+                   callback: Progress | None = None, interrupt: Interrupt | None = None) -> torch.Tensor:
     """Enhance a batch of same-size images.
 
     Args:
@@ -157,12 +163,15 @@ def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic:
         condition: dark images `[B,3,H,W]` in [-1,1], unpadded.
         edge, semantic: priors `[B,3,H,W]` in [0,1] of the unpadded images.
         tile: None (whole image; tiles only after an out-of-memory error), a side in pixels, or "auto".
+        precision: "fp32" (exact) or "bf16" (`precision.autocast`: weights stay float32; faster on
+            CPUs with AVX-512 BF16/AMX and on GPUs). The sampler state stays float32 either way.
         callback(done, total): after each tile of each step. interrupt(): before each tile; may raise.
     Returns:
         `[B,3,H,W]` float32 in [-1,1] (clamped, cropped), on the condition's device.
     """
     schedule = schedule or RELEASED_SCHEDULE
     _check_steps(steps, sampler, schedule)
+    _check_precision(precision)
     if condition.ndim != 4 or condition.shape[1] != 3:
         raise ValueError(f"condition must be [B,3,H,W], got {tuple(condition.shape)}")
     for name, m in (("edge", edge), ("semantic", semantic)):
@@ -186,8 +195,9 @@ def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic:
                                     interrupt=interrupt, on_replan=counter.replan)
     generators = make_generators(seed, b, device)
     state = init_state(randn(cond.shape, generators, device), schedule)
-    state = run(denoiser, cond, None, state, schedule=schedule, sampler=sampler,
-                plan=timesteps(len(schedule) - 1, steps), generators=generators)
+    with autocast(precision, device.type):
+        state = run(denoiser, cond, None, state, schedule=schedule, sampler=sampler,
+                    plan=timesteps(len(schedule) - 1, steps), generators=generators)
     return crop(state.x, h, w).clamp(-1, 1).to(out_device)
 
 
@@ -221,14 +231,15 @@ def default_sam(device=None):
 
 def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: str = "ddpm", seed: int = 0,
             tile=None, overlap: int = tiling.DEFAULT_OVERLAP, prior_mode: str = "fast", device=None,
-            dtype=None, schedule: Schedule | None = None, callback: Progress | None = None,
-            interrupt: Interrupt | None = None):
+            dtype=None, precision: str = "fp32", schedule: Schedule | None = None,
+            callback: Progress | None = None, interrupt: Interrupt | None = None):
     """Enhance dark photo(s) with a CUGD model steered by SAM priors.
 
     Args:
         image: uint8 `[H,W,3]` (gray, RGBA, 16-bit and float [0,1] are converted), a same-size batch
             `[B,H,W,C]`, or a list of images of any sizes.
         model: `CUGDDenoiser`. `device`/`dtype`: move/cast it there first (in place); default: as is.
+        precision: "fp32" or "bf16" (autocast with float32 weights; see `enhance_tensor`).
         sam: a SAM from `priors.load_sam`; None loads MobileSAM (unless `priors` are given).
         priors: (edge, semantic) of the unpadded image (`[3,H,W]` float or `[H,W,3]` uint8), or a
             list of such pairs for several images.
@@ -238,6 +249,7 @@ def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: st
     Returns:
         uint8 `[H,W,3]` for one image, else a list of them.
     """
+    _check_precision(precision)
     images, single = _images(image)
     if priors is not None:
         prior_list = [priors] if single else list(priors)
@@ -277,7 +289,7 @@ def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: st
         out = enhance_tensor(model, torch.cat([to_model_range(images[i]) for i in idx]),
                              torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]),
                              steps=steps, sampler=sampler, seed=seed, schedule=schedule, tile=tiles[hw],
-                             overlap=overlap, callback=cb, interrupt=interrupt)
+                             overlap=overlap, precision=precision, callback=cb, interrupt=interrupt)
         for j, i in enumerate(idx):
             results[i] = to_uint8(out[j])
         grand += last[1] - units[hw]  # an out-of-memory re-plan changes a group's unit count

@@ -26,6 +26,7 @@ import torch
 from . import tiling
 from .enhance import PRIOR_MODES, compute_priors, enhance_tensor, load_prior_files, side_by_side
 from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic, to_model_range, to_uint8
+from .precision import PRECISIONS
 
 SIDE_BY_SIDE_SUFFIX = "_before_after"
 
@@ -139,13 +140,16 @@ class FolderRunner:
     """
 
     def __init__(self, model, sam=None, *, steps: int = 10, sampler: str = "ddpm", seed: int = 0, tile=None,
-                 overlap: int = tiling.DEFAULT_OVERLAP, prior_mode: str = "fast", overwrite: bool = False,
+                 overlap: int = tiling.DEFAULT_OVERLAP, precision: str = "fp32", prior_mode: str = "fast",
+                 overwrite: bool = False,
                  pipelined: bool = True, progress: bool = True, interrupt: Callable[[], None] | None = None,
                  log: Callable[[str], None] | None = None):
         if prior_mode not in PRIOR_MODES:
             raise ValueError(f"prior_mode must be one of {PRIOR_MODES}, got {prior_mode!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model, self.sam = model, sam
-        self.sample_kw = dict(steps=steps, sampler=sampler, seed=seed, tile=tile, overlap=overlap)
+        self.sample_kw = dict(steps=steps, sampler=sampler, seed=seed, tile=tile, overlap=overlap, precision=precision)
         self.prior_mode, self.overwrite, self.pipelined = prior_mode, overwrite, pipelined
         self.progress, self.user_interrupt = progress, interrupt
         self.log = log or (lambda s: print(s, file=sys.stderr))

@@ -67,7 +67,8 @@ class NoiseInjection(nn.Module):
         self.noise_func = nn.Sequential(nn.Linear(emb_dim, cout))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return x + self.noise_func(emb).reshape(x.shape[0], -1, 1, 1)
+        """x: a layer's fresh output `[B,C,H,W]` (overwritten when no autograd graph is recorded)."""
+        return residual_add(x, self.noise_func(emb).reshape(x.shape[0], -1, 1, 1))
 
 
 class ResBlock(nn.Module):
@@ -199,7 +200,9 @@ class CUGDDenoiser(nn.Module):
             h = layer(h, emb)
         for layer in self.ups:
             if isinstance(layer, ResBlockAttn):
-                h = layer(torch.cat([h, feats.pop()], dim=1), emb, guidance)
+                joined = torch.cat([h, feats.pop()], dim=1)
+                h = None  # the cat holds a copy: free the up-path input before the block runs (peak memory)
+                h = layer(joined, emb, guidance)
             else:
                 h = layer(h)
         return h

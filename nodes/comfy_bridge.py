@@ -180,7 +180,7 @@ def pick_precision(choice: str, device):
     import comfy.model_management as mm
 
     if choice != "auto":
-        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[choice]
+        return core("precision").DTYPES[choice]
     if device.type == "cpu":
         return torch.float32
     if mm.should_use_bf16(device):
@@ -211,17 +211,16 @@ class LoadedModel:
 
     @contextlib.contextmanager
     def active(self):
-        """The denoiser on the compute device, calls in the block at the chosen precision (torch
-        autocast, as `cugd_core.precision` does); offloaded afterwards unless kept loaded."""
-        import torch
+        """The denoiser on the compute device, calls in the block at the chosen precision
+        (`cugd_core.precision.autocast`, as the CLI's `--precision`); offloaded afterwards unless kept loaded."""
         import comfy.model_management as mm
 
+        precision = core("precision")
         if self.load_device.type != "cpu":
             mm.free_memory(self.size_bytes() * 2, self.load_device)
         self.denoiser.to(self.load_device)
-        low = self.dtype in (torch.bfloat16, torch.float16)
         try:
-            with torch.autocast(self.load_device.type, dtype=self.dtype) if low else contextlib.nullcontext():
+            with precision.autocast(precision.name(self.dtype), self.load_device.type):
                 yield self.denoiser
         finally:
             if not self.keep_loaded:

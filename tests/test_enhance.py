@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import cugd_core.priors
+from cugd_core import precision
 from cugd_core import enhance as E
 from cugd_core.imageops import crop, pad_to_multiple, to_model_range, to_uint8
 from cugd_core.samplers import sample
@@ -36,6 +37,24 @@ def test_enhance_is_the_spec_flow(model, sampler):
     assert cond.shape[-2:] == (64, 96)
     np.testing.assert_array_equal(out, to_uint8(crop(ref, h, w)))
     assert out.shape == (h, w, 3) and out.dtype == np.uint8
+
+
+def test_bf16_precision_is_autocast_around_the_sampler(model):
+    # precision="bf16" = the same flow inside cugd_core.precision.autocast("bf16"), float32 weights kept
+    h, w = 40, 56
+    img, (edge, sem) = dark_image(h, w, 2), priors(h, w, 2)
+    cond = pad_to_multiple(to_model_range(img), 32)
+    e, s = (pad_to_multiple(torch.from_numpy(m)[None], 32) for m in (edge, sem))
+    with precision.autocast("bf16"):
+        ref = sample(model, cond, e, s, steps=2, seed=4)
+    out = E.enhance(img, model, priors=(edge, sem), steps=2, seed=4, precision="bf16")
+    np.testing.assert_array_equal(out, to_uint8(crop(ref, h, w)))
+    fp32 = E.enhance(img, model, priors=(edge, sem), steps=2, seed=4)
+    assert not np.array_equal(out, fp32)  # it really ran in bf16 ...
+    assert np.abs(out.astype(int) - fp32).mean() < 2  # ... and stayed close
+    assert next(model.parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        E.enhance(img, model, priors=(edge, sem), steps=2, precision="fp8")
 
 
 def test_same_seed_same_image_other_seed_other_image(model):
