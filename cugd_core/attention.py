@@ -40,6 +40,8 @@ class Attention(nn.Module):
         q, k, v = (t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous() for t in (self.q(q_src), self.k(n), self.v(n)))
         # contiguous q/k/v: the CPU flash kernel (O(tokens) memory) needs a unit last stride; otherwise
         # SDPA silently falls back to the math path and materialises the [HW, HW] matrix.
+        # fp32 keeps the flash kernel: blocked fp32 GEMMs + softmax took 1.3-1.7x its CPU time at
+        # 4096-15808 tokens (bench/README.md); in bf16 the blocked GEMMs win.
         if q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu":
             a = blocked_attention(q.squeeze(1), k.squeeze(1), v.squeeze(1), 1024).unsqueeze(1)
         else:
