@@ -11,31 +11,21 @@ seed gives the same image in or out of a batch.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import tiling
+from . import session, tiling
+from .imageops import as_rgb_u8, prior_to_tensor, to_model_range, to_uint8
 from .precision import PRECISIONS, autocast
-from .imageops import as_rgb_u8, crop, pad_to_multiple, prior_to_tensor, to_model_range, to_uint8
-from .samplers import SAMPLERS, init_state, make_generators, randn, run, timesteps
+from .samplers import SAMPLERS
 from .schedule import RELEASED_SCHEDULE, Schedule
-
-Progress = Callable[[int, int], None]
-Interrupt = Callable[[], None]
+from .session import Interrupt, Progress, pad_multiple, resolve_tile
 
 PRIOR_MODES = ("fast", "exact")
 # SAM resizes its input to 1024 on the long side anyway; beyond this the priors are computed on a
 # downscaled copy and resized back (the mask post-processing at full 4K resolution costs GiBs).
 PRIOR_MAX_SIDE = 2048
-
-
-def pad_multiple(model) -> int:
-    """Images are padded to multiples of 32 as the authors do (deeper configs need more)."""
-    return math.lcm(32, int(model.config.size_multiple))
 
 
 # -- priors ----------------------------------------------------------------------------------------
@@ -105,52 +95,6 @@ def _check_steps(steps: int, sampler: str, schedule: Schedule) -> None:
         raise ValueError(f"steps must be between 1 and {len(schedule)} (the schedule's length), got {steps}")
 
 
-def resolve_tile(tile, model, height: int, width: int, batch: int, device) -> int | None:
-    """`None` (whole image), an int (that side), or "auto" (from free memory) -> tile side or None."""
-    if tile is None or tile == 0:
-        return None
-    if isinstance(tile, str):
-        if tile != "auto":
-            raise ValueError(f"tile must be None, a size in pixels, or 'auto', got {tile!r}")
-        dtype_bytes = next(model.parameters()).element_size()
-        return tiling.auto_tile_size(model.config, height, width, batch=batch, device=device,
-                                     dtype_bytes=dtype_bytes, multiple=pad_multiple(model))
-    tile = int(tile)
-    if tile < tiling.MIN_TILE:
-        raise ValueError(f"tile must be at least {tiling.MIN_TILE} pixels (or 0/None for no tiling), got {tile}")
-    return tile
-
-
-class _Counter:
-    """Progress in units of (step x tile); the total follows re-plans after out-of-memory."""
-
-    def __init__(self, steps: int, tiles: int, callback: Progress | None):
-        self.calls_left, self.tiles, self.done, self._in_call = steps, tiles, 0, 0
-        self.callback = callback
-        self._report()
-
-    @property
-    def total(self) -> int:
-        return self.done + self.calls_left * self.tiles - self._in_call
-
-    def tick(self) -> None:
-        self.done += 1
-        self._in_call += 1
-        if self._in_call == self.tiles:
-            self.calls_left -= 1
-            self._in_call = 0
-        self._report()
-
-    def replan(self, plan: tiling.TilePlan) -> None:
-        self.done -= self._in_call  # the interrupted call is redone with the new tiles
-        self._in_call, self.tiles = 0, len(plan)
-        self._report()
-
-    def _report(self) -> None:
-        if self.callback is not None:
-            self.callback(self.done, self.total)
-
-
 @torch.no_grad()
 def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic: torch.Tensor, *,
                    steps: int = 10, sampler: str = "ddpm", seed: int = 0, schedule: Schedule | None = None,
@@ -179,26 +123,14 @@ def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic:
             raise ValueError(f"{name} priors {tuple(m.shape)} must match the images {tuple(condition.shape)}")
     if not torch.isfinite(condition).all():
         raise ValueError("the image contains NaN or infinite values")
-    b, _, h, w = condition.shape
-    out_device = condition.device
     device = next(model.parameters()).device
-    multiple = pad_multiple(model)
     # float32 on the model's device for the sampler state; the tiles are cast to the model's dtype
-    cond = pad_to_multiple(condition.to(device, torch.float32), multiple)
-    edge_p = pad_to_multiple(edge.to(device, torch.float32), multiple)
-    sem_p = pad_to_multiple(semantic.to(device, torch.float32), multiple)
-    hp, wp = cond.shape[-2:]
-
-    plan = tiling.plan_tiles(hp, wp, resolve_tile(tile, model, hp, wp, b, device), overlap, multiple)
-    counter = _Counter(steps, len(plan), callback)
-    denoiser = tiling.TiledDenoiser(model, edge_p, sem_p, plan, multiple=multiple, tick=counter.tick,
-                                    interrupt=interrupt, on_replan=counter.replan)
-    generators = make_generators(seed, b, device)
-    state = init_state(randn(cond.shape, generators, device), schedule)
+    traj = session.start(model, condition.to(device, torch.float32), edge, semantic, seed=seed, schedule=schedule,
+                         tile=tile, overlap=overlap)
     with autocast(precision, device.type):
-        state = run(denoiser, cond, None, state, schedule=schedule, sampler=sampler,
-                    plan=timesteps(len(schedule) - 1, steps), generators=generators)
-    return crop(state.x, h, w).clamp(-1, 1).to(out_device)
+        traj = session.advance(model, traj, sampler, session.plan_from_steps(steps, schedule=schedule),
+                               callback=callback, interrupt=interrupt)
+    return traj.image().to(condition.device)
 
 
 # -- uint8 level ---------------------------------------------------------------------------------------

@@ -111,6 +111,54 @@ def prior_to_tensor(prior_u8_or_f: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(a, dtype=torch.float32).reshape(1, 3, *a.shape[-2:])
 
 
+# -- batches [B,H,W,C] in 0..1 (ComfyUI's IMAGE layout) ----------------------------------------
+def check_bhwc(image, what: str = "image") -> torch.Tensor:
+    """A batch `[B,H,W,C]` (C = 1, 3 or 4) with finite values, else a clear ValueError."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+        shape = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
+        raise ValueError(f"{what} must be a ComfyUI IMAGE [B,H,W,C] with 1, 3 or 4 channels, got {shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"{what} is empty: {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return image
+
+
+def bhwc_rgb(image) -> torch.Tensor:
+    """`[B,H,W,C]` -> `[B,H,W,3]` float32: grey repeated, alpha dropped."""
+    image = check_bhwc(image).float()
+    if image.shape[-1] == 1:
+        return image.expand(*image.shape[:-1], 3)
+    return image[..., :3]
+
+
+def bhwc_to_u8(image) -> list[np.ndarray]:
+    """`[B,H,W,C]` in 0..1 -> one uint8 `[H,W,3]` numpy array per image (what SAM and the pipeline take)."""
+    x = (bhwc_rgb(image).clamp(0, 1) * 255.0).round().to("cpu", dtype=torch.uint8)
+    return [a.numpy() for a in x]
+
+
+def u8_to_bhwc(images_u8) -> torch.Tensor:
+    """Same-size uint8 `[H,W,3]` images -> float32 `[B,H,W,3]` in 0..1 (on the CPU)."""
+    return torch.stack([torch.from_numpy(np.asarray(a)) for a in images_u8]).float().div(255.0)
+
+
+def bhwc_to_model(image, device=None) -> torch.Tensor:
+    """`[B,H,W,C]` in 0..1 -> `[B,3,H,W]` float32 in [-1,1] (the network's range)."""
+    x = bhwc_rgb(image).clamp(0, 1).permute(0, 3, 1, 2).contiguous() * 2.0 - 1.0
+    return x if device is None else x.to(device)
+
+
+def model_to_bhwc(x: torch.Tensor) -> torch.Tensor:
+    """`[B,3,H,W]` in [-1,1] -> `[B,H,W,3]` float32 in 0..1."""
+    return ((x.float().clamp(-1, 1) + 1.0) / 2.0).permute(0, 2, 3, 1).contiguous()
+
+
+def maps_to_bhwc(maps: torch.Tensor) -> torch.Tensor:
+    """Encoded prior maps `[B,3,H,W]` in [0,1] -> `[B,H,W,3]` (previews)."""
+    return maps.float().clamp(0, 1).permute(0, 2, 3, 1).contiguous()
+
+
 # -- padding (SPEC 1.2) ----------------------------------------------------------------------------
 def pad_amounts(h: int, w: int, multiple: int = 32) -> tuple[int, int]:
     """Bottom and right padding that rounds H and W up to a multiple."""

@@ -231,22 +231,25 @@ class TiledDenoiser:
 
     Args:
         model: `CUGDDenoiser` (its device/dtype are used for the tiles; eps is returned as float32).
+        guidance: optional CUIE of the whole padded priors, used while one tile covers the image
+            (the nodes encode it once, ahead of sampling).
         tick: called after each tile call (progress); `interrupt` before each tile (may raise).
     """
 
     def __init__(self, model, edge: torch.Tensor, semantic: torch.Tensor, plan: TilePlan, *,
-                 multiple: int = 32, tick: Callable[[], None] | None = None,
-                 interrupt: Callable[[], None] | None = None,
+                 multiple: int = 32, guidance: torch.Tensor | None = None,
+                 tick: Callable[[], None] | None = None, interrupt: Callable[[], None] | None = None,
                  on_replan: Callable[[TilePlan], None] | None = None):
         self.model = model
-        self.edge, self.semantic = edge, semantic
+        self.edge, self.semantic, self.whole_guidance = edge, semantic, guidance
         self.multiple = multiple
         self.tick, self.interrupt, self.on_replan = tick, interrupt, on_replan
         self._set_plan(plan)
 
     def _set_plan(self, plan: TilePlan) -> None:
         self.plan = plan
-        self._guidance: dict[int, torch.Tensor] = {}
+        given = plan.whole and self.whole_guidance is not None
+        self._guidance: dict[int, torch.Tensor] = {0: self.whole_guidance} if given else {}
         self._weights: list[torch.Tensor] | None = None
 
     def _model_args(self):

@@ -284,27 +284,6 @@ def offload_device():
     return mm.unet_offload_device()
 
 
-def pad_multiple(denoiser) -> int:
-    """Images and priors are padded to multiples of 32 as the authors do (deeper configs need more)."""
-    import math
-
-    return math.lcm(32, int(denoiser.config.size_multiple))
-
-
-def tile_side(tile_size: int, model: "LoadedModel", height: int, width: int, batch: int) -> int | None:
-    """The node's tile_size (0 = automatic) -> a tile side, or None for the whole padded image."""
-    import torch
-
-    tiling = core("tiling")
-    if tile_size:
-        if tile_size < tiling.MIN_TILE:
-            raise ValueError(f"tile_size must be 0 (automatic) or at least {tiling.MIN_TILE}, got {tile_size}")
-        return int(tile_size)
-    dtype_bytes = 2 if model.dtype in (torch.bfloat16, torch.float16) else 4
-    return tiling.auto_tile_size(model.config, height, width, batch=batch, device=model.load_device,
-                                 dtype_bytes=dtype_bytes, multiple=pad_multiple(model.denoiser))
-
-
 # -- progress and interruption -----------------------------------------------------------------------
 def check_interrupt() -> None:
     """Raises ComfyUI's InterruptProcessingException after Cancel (the executor handles it)."""
@@ -316,71 +295,42 @@ def check_interrupt() -> None:
 class Progress:
     """ComfyUI progress bar + Cancel for the core's callbacks.
 
-    Called as `progress(done, total, ...)` (the samplers' and the pipeline's callbacks) it shows that
-    absolute position; `progress.tick()` (a tile) advances by one. Both check for Cancel.
+    Called as `progress(done, total, ...)` (the core's callbacks) it shows that absolute position;
+    `progress()` advances by one. Both check for Cancel. Without a total the bar is made at the
+    first report, sized by it (the core reports `(0, total)` before any work).
     """
 
-    def __init__(self, total: int):
+    def __init__(self, total: int | None = None):
+        self.bar, self.done = None, 0
+        if total is not None:
+            self._make(total)
+        check_interrupt()
+
+    def _make(self, total) -> None:
         import comfy.utils
 
         self.total = max(int(total), 1)
-        self.done = 0
         self.bar = comfy.utils.ProgressBar(self.total)
-        check_interrupt()
 
     def __call__(self, done=None, total=None, *rest) -> None:
+        if self.bar is None:
+            self._make(1 if total is None else total)
+            if not done:
+                check_interrupt()
+                return
         if total is not None:
             self.total = max(int(total), 1)
         self.done = self.done + 1 if done is None else int(done)
         self.bar.update_absolute(min(self.done, self.total), self.total)
         check_interrupt()
 
-    def tick(self) -> None:
-        self()
 
-
-# -- IMAGE tensors -----------------------------------------------------------------------------------
-def check_image(image, what: str = "image"):
-    """A ComfyUI IMAGE `[B,H,W,C]` (C = 1, 3 or 4) with finite values, else a clear ValueError."""
-    import torch
-
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
-        shape = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
-        raise ValueError(f"{what} must be a ComfyUI IMAGE [B,H,W,C] with 1, 3 or 4 channels, got {shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
-        raise ValueError(f"{what} is empty: {tuple(image.shape)}")
-    if not torch.isfinite(image).all():
-        raise ValueError(f"{what} contains NaN or infinite values")
-    return image
-
-
-def rgb(image):
-    """`[B,H,W,3]` float32: grey repeated, alpha dropped."""
-    image = check_image(image).float()
-    if image.shape[-1] == 1:
-        return image.expand(*image.shape[:-1], 3)
-    return image[..., :3]
-
-
-def image_to_u8(image) -> list:
-    """One uint8 `[H,W,3]` numpy array per image of the batch (what SAM and the core's loaders see)."""
-    import torch
-
-    x = (rgb(image).clamp(0, 1) * 255.0).round().to("cpu", dtype=torch.uint8)
-    return [a.numpy() for a in x]
-
-
-def image_to_model(image, device=None):
-    """IMAGE `[B,H,W,C]` in 0..1 -> `[B,3,H,W]` float32 in [-1,1] (the network's range)."""
-    x = rgb(image).clamp(0, 1).permute(0, 3, 1, 2).contiguous() * 2.0 - 1.0
-    return x if device is None else x.to(device)
-
-
+# -- IMAGE tensors: the core's conversions, on ComfyUI's intermediate device --------------------------
 def model_to_image(x):
     """`[B,3,H,W]` in [-1,1] -> IMAGE `[B,H,W,3]` float32 0..1 on ComfyUI's intermediate device."""
-    return ((x.float().clamp(-1, 1) + 1.0) / 2.0).permute(0, 2, 3, 1).contiguous().to(intermediate_device())
+    return core("imageops").model_to_bhwc(x).to(intermediate_device())
 
 
 def maps_to_image(maps):
     """Encoded prior maps `[B,3,H,W]` in [0,1] -> IMAGE `[B,H,W,3]` for previews."""
-    return maps.float().clamp(0, 1).permute(0, 2, 3, 1).contiguous().to(intermediate_device())
+    return core("imageops").maps_to_bhwc(maps).to(intermediate_device())

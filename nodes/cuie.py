@@ -26,15 +26,11 @@ class CUGDCUIEEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, priors) -> io.NodeOutput:
-        imageops = bridge.core("imageops")
         bridge.check_interrupt()
         with model.active() as net:
-            multiple = bridge.pad_multiple(net)
-            edge = imageops.pad_to_multiple(priors.edge.to(model.load_device), multiple)
-            semantic = imageops.pad_to_multiple(priors.semantic.to(model.load_device), multiple)
-            guidance = net.cuie(edge, semantic)
-        return io.NodeOutput(Guidance(guidance.float().to(bridge.intermediate_device()), priors.hw,
-                                      tuple(edge.shape[-2:]), id(model.denoiser), priors))
+            guidance, padded_hw = bridge.core("session").encode_guidance(net, priors.edge, priors.semantic)
+        return io.NodeOutput(Guidance(guidance.float().to(bridge.intermediate_device()), priors.hw, padded_hw,
+                                      id(model.denoiser), priors))
 
 
 NODES = [CUGDCUIEEncode]

@@ -49,19 +49,16 @@ class CUGDEnhance(io.ComfyNode):
     @classmethod
     def execute(cls, image, seed, steps, sampler, prior_mode, tile_size=0, tile_overlap=64,
                 model=None, sam=None) -> io.NodeOutput:
-        import torch
-
-        enhance = bridge.core("enhance")
-        images = bridge.image_to_u8(image)
+        enhance, imageops = bridge.core("enhance"), bridge.core("imageops")
+        images = imageops.bhwc_to_u8(image)
         model = model if model is not None else bridge.default_model()
         progress = bridge.Progress(steps)  # the pipeline reports (done, total) over steps x tiles
         sam = bridge.default_sam() if sam is None else sam
+        tile = bridge.core("session").tile_setting(tile_size)
         with model.active() as net:
-            out = enhance.enhance(images, net, sam, steps=steps, sampler=sampler, seed=seed,
-                                  tile="auto" if tile_size == 0 else tile_size, overlap=tile_overlap,
-                                  prior_mode=prior_mode, callback=progress, interrupt=bridge.check_interrupt)
-        result = torch.stack([torch.from_numpy(o) for o in out]).float().div(255.0)
-        return io.NodeOutput(result.to(bridge.intermediate_device()))
-
+            out = enhance.enhance(images, net, sam, steps=steps, sampler=sampler, seed=seed, tile=tile,
+                                  overlap=tile_overlap, prior_mode=prior_mode, callback=progress,
+                                  interrupt=bridge.check_interrupt)
+        return io.NodeOutput(imageops.u8_to_bhwc(out).to(bridge.intermediate_device()))
 
 NODES = [CUGDEnhance]

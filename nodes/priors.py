@@ -59,7 +59,7 @@ class CUGDSAMPriors(io.ComfyNode):
     @classmethod
     def execute(cls, image, sam, mode) -> io.NodeOutput:
         enhance = bridge.core("enhance")
-        images = bridge.image_to_u8(image)
+        images = bridge.core("imageops").bhwc_to_u8(image)
         progress = bridge.Progress(len(images))
         edges, semantics = [], []
         for u8 in images:

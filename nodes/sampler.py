@@ -28,46 +28,13 @@ def tile_inputs():
     ]
 
 
-def _image(st: SamplingState):
-    h, w = st.guidance.hw
-    return bridge.model_to_image(bridge.core("imageops").crop(st.state.image(), h, w))
-
-
-def _advance(st: SamplingState, sampler: str, plan) -> SamplingState:
-    """Run `plan` (step indices) on the state on the model's device, with progress and Cancel.
-
-    Whole image: the precomputed CUIE guidance is reused by every step. Tiled: each tile's guidance
-    is encoded once from the priors cut to that tile, and the tiles' noise predictions are blended.
-    """
-    import torch
-
-    samplers, tiling, imageops = bridge.core("samplers"), bridge.core("tiling"), bridge.core("imageops")
-    model, steps = st.model, len(plan) - 1
-    device = model.load_device
-
-    def to(t):
-        return None if t is None else t.to(device, torch.float32)
-
+def _advance(model, trajectory, sampler: str, plan) -> io.NodeOutput:
+    """Run `plan` on the model's device (ComfyUI progress and Cancel) -> (image, state) outputs."""
+    session = bridge.core("session")
     with model.active() as net:
-        multiple = bridge.pad_multiple(net)
-        tiles = tiling.plan_tiles(*st.condition.shape[-2:], st.tile, st.overlap, multiple)
-        if tiles.whole:
-            progress = bridge.Progress(steps)
-            denoiser, guidance, callback = net, st.guidance.guidance.to(device), progress
-        else:
-            progress = bridge.Progress(steps * len(tiles))
-            edge, semantic = (imageops.pad_to_multiple(to(m), multiple)
-                              for m in (st.guidance.priors.edge, st.guidance.priors.semantic))
-            denoiser = tiling.TiledDenoiser(net, edge, semantic, tiles, multiple=multiple, tick=progress.tick,
-                                            interrupt=bridge.check_interrupt)
-            guidance, callback = None, None
-        state = samplers.SamplerState(to(st.state.x), st.state.t, to(st.state.x0))
-        state = samplers.run(denoiser, to(st.condition), guidance, state, schedule=st.schedule, sampler=sampler,
-                             plan=plan, generators=st.generators, callback=callback)
-    out = bridge.intermediate_device()
-    state = samplers.SamplerState(state.x.to(out), state.t, None if state.x0 is None else state.x0.to(out))
-    return SamplingState(state, st.condition, st.guidance, st.model, st.schedule, st.generators, st.tile,
-                         st.overlap, st.history + [f"{sampler} {plan[0]}->{plan[-1]}"])
+        trajectory = session.advance(net, trajectory, sampler, plan, callback=bridge.Progress(),
+                                     interrupt=bridge.check_interrupt, device=bridge.intermediate_device())
+    return io.NodeOutput(bridge.model_to_image(trajectory.image()), SamplingState(trajectory, model))
 
 
 class CUGDSampler(io.ComfyNode):
@@ -118,35 +85,17 @@ class CUGDSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, image, guidance, seed, steps, sampler, start_step=0, end_step=1000,
                 tile_size=0, tile_overlap=64) -> io.NodeOutput:
-        samplers, imageops = bridge.core("samplers"), bridge.core("imageops")
-        schedule = bridge.core("schedule").RELEASED_SCHEDULE
-        image = bridge.check_image(image)
-        batch, h, w = (int(s) for s in image.shape[:3])
-        if (h, w) != tuple(guidance.hw):
-            raise ValueError(f"the image is {w}x{h} but the guidance was computed from {guidance.hw[1]}x"
-                             f"{guidance.hw[0]} priors; compute the priors from this image")
-        if guidance.batch not in (1, batch):
-            raise ValueError(f"{batch} images but guidance for {guidance.batch}; give each image its own priors")
-        if guidance.model_id != id(model.denoiser):
-            raise ValueError("the guidance was encoded with another model; connect the same model to CUIE Encode")
-        full = samplers.timesteps(len(schedule) - 1, steps)  # raises when steps > the schedule's length
-        end = min(end_step, steps)
-        if start_step >= end:
-            raise ValueError(f"start_step={start_step} must be below min(end_step, steps)={end}")
-        plan = full[start_step:end + 1]
-        if guidance.batch != batch:  # one set of priors for the whole batch
-            g, p = guidance.guidance, guidance.priors
-            guidance = type(guidance)(g.expand(batch, *g.shape[1:]), guidance.hw, guidance.padded_hw,
-                                      guidance.model_id, type(p)(p.edge.expand(batch, -1, -1, -1),
-                                                                 p.semantic.expand(batch, -1, -1, -1), p.mode))
-        condition = imageops.pad_to_multiple(bridge.image_to_model(image), bridge.pad_multiple(model.denoiser))
-        hp, wp = condition.shape[-2:]
-        tile = bridge.tile_side(tile_size, model, hp, wp, batch)
-        generators = samplers.make_generators(seed, batch)  # on the CPU: the same noise on every device
-        state = samplers.init_state(samplers.randn((batch, 3, hp, wp), generators), schedule, t_start=plan[0])
-        st = SamplingState(state, condition, guidance, model, schedule, generators, tile, tile_overlap)
-        st = _advance(st, sampler, plan)
-        return io.NodeOutput(_image(st), st)
+        session, imageops = bridge.core("session"), bridge.core("imageops")
+        image = imageops.check_bhwc(image)
+        session.check_guidance(image.shape[1:3], int(image.shape[0]), guidance.hw, guidance.batch,
+                               same_model=guidance.model_id == id(model.denoiser))
+        plan = session.plan_from_steps(steps, start_step, end_step)  # the released schedule
+        trajectory = session.start(model.denoiser, imageops.bhwc_to_model(image), guidance.priors.edge,
+                                   guidance.priors.semantic, guidance=guidance.guidance, seed=seed, t_start=plan[0],
+                                   tile=session.tile_setting(tile_size), overlap=tile_overlap,
+                                   dtype=model.dtype, device=model.load_device,
+                                   generator_device="cpu")  # the CPU: the same noise on every device
+        return _advance(model, trajectory, sampler, plan)
 
 
 class CUGDDDIMSteps(io.ComfyNode):
@@ -169,16 +118,8 @@ class CUGDDDIMSteps(io.ComfyNode):
 
     @classmethod
     def execute(cls, state, steps=0) -> io.NodeOutput:
-        samplers = bridge.core("samplers")
-        left = state.steps_left
-        if left <= 0:
-            raise ValueError("this sampling state is already finished, nothing to continue "
-                             "(set end_step on the CUGD Sampler below steps)")
-        if steps > left:
-            raise ValueError(f"{steps} DDIM steps requested but only {left} noise levels are left")
-        plan = samplers.timesteps(state.state.t, left if steps == 0 else steps)
-        st = _advance(state, "ddim", plan)
-        return io.NodeOutput(_image(st), st)
+        plan = bridge.core("session").remaining_plan(state.trajectory, steps)
+        return _advance(state.model, state.trajectory, "ddim", plan)
 
 
 NODES = [CUGDSampler, CUGDDDIMSteps]

@@ -7,7 +7,7 @@ Payloads are plain dataclasses; tensors in them live on ComfyUI's intermediate d
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from comfy_api.latest import io
@@ -70,23 +70,18 @@ class Guidance:
 class SamplingState:
     """A sampling trajectory that another node may continue (e.g. DDIM steps).
 
-    state: `cugd_core.samplers.SamplerState` (x_t `[B,3,Hp,Wp]` and the next step index);
-    condition: the padded dark image `[B,3,Hp,Wp]` in [-1,1]; guidance: the `Guidance` it runs with;
-    model: the `LoadedModel` that produced it (kept so a continuation uses the same network);
-    generators: the per-image CPU generators of the step noise; tile/overlap: the tile side (None =
-    whole image) and overlap a continuation uses; history: the steps run so far.
+    trajectory: `cugd_core.session.Trajectory` (sampler state, padded condition and priors, CUIE
+    guidance, schedule, per-image generators, tile settings, history), on the intermediate device;
+    model: the `LoadedModel` that produced it (kept so a continuation uses the same network).
     """
 
-    state: Any
-    condition: Any
-    guidance: Guidance
+    trajectory: Any
     model: Any
-    schedule: Any
-    generators: Any = None
-    tile: int | None = None
-    overlap: int = 64
-    history: list[str] = field(default_factory=list)
+
+    @property
+    def state(self):
+        return self.trajectory.state
 
     @property
     def steps_left(self) -> int:
-        return int(self.state.t) + 1
+        return self.trajectory.steps_left
