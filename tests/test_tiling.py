@@ -140,7 +140,7 @@ def test_auto_tile_fits_a_4k_image_in_half_of_24_gib():
 
 
 MEASURE = r"""
-import resource, sys, torch, psutil
+import sys, torch, psutil
 sys.path.insert(0, sys.argv[1])
 from tests.test_tiling import _inputs
 from tests._enhance_helpers import tiny_denoiser
@@ -149,9 +149,16 @@ from cugd_core import tiling
 h, w, tile = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]) or None
 model = tiny_denoiser(0); cond, edge, sem = _inputs(h, w)
 enhance_tensor(model, cond[:, :, :64, :64], edge[:, :, :64, :64], sem[:, :, :64, :64], steps=1)  # warm-up
+def hwm():  # peak RSS since the last reset (VmHWM), in bytes
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+try:  # reset the peak so import/warm-up transients do not count (Linux >= 4.0)
+    open("/proc/self/clear_refs", "w").write("5")
+except OSError:
+    pass
 before = psutil.Process().memory_info().rss
 enhance_tensor(model, cond, edge, sem, steps=1, tile=tile, overlap=32)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = hwm()
 est = tiling.estimate_peak_bytes(model.config, -(-h // 32) * 32, -(-w // 32) * 32, tile or 10**9)
 print(max(peak - before, 0), int(est))
 """
