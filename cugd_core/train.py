@@ -366,7 +366,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    step, train_s, best = 0, 0.0, {}
+    step, train_s, best, last_val = 0, 0.0, {}, None
     if resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
         if ck["config"]["identity"] != json.loads(json.dumps(cfg.identity())):
@@ -376,6 +376,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["optimizer"])
         step, train_s, best = int(ck["step"]), float(ck["train_seconds"]), ck.get("best", {})
+        last_val = ck.get("last_val")
         rng = ck["rng"]
         set_rng_state(rng[d.rank] if d.rank < len(rng) else rng[0])
     net = model
@@ -399,7 +400,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
             atomic_torch_save({"format": CKPT_FORMAT, "step": step, "model": model.state_dict(),
                                "ema": ema.state_dict(), "optimizer": opt.state_dict(), "rng": rngs,
                                "world_size": d.world, "train_seconds": train_s + time.time() - start,
-                               "best": best, "prior_mode": cfg.prior_mode,
+                               "best": best, "last_val": last_val, "prior_mode": cfg.prior_mode,
                                "config": {"train": cfg.to_dict(), "identity": cfg.identity()}}, ckpt_path)
             write_json_atomic({"train": cfg.to_dict(), "world_size": d.world, "step": step,
                                "prior_mode": cfg.prior_mode}, out / CONFIG_JSON)
@@ -410,12 +411,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
                 f.write(json.dumps(record) + "\n")
 
     def run_validation():
-        nonlocal best
+        nonlocal best, last_val
         if not val_names:
             return None
         scores = validate(ema, cfg.val_data, val_names, prior_mode=cfg.prior_mode,
                           constant_priors=cfg.constant_priors, seed=cfg.seed, device=d.device)
         log({"kind": "val", "step": step, **scores})
+        last_val = {"step": step, **scores}
         if scores["psnr"] > best.get("psnr", -math.inf):
             best = {"step": step, **scores}
             atomic_torch_save({"format": CKPT_FORMAT + "-best", "step": step, "ema": ema.state_dict(),
@@ -427,7 +429,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
                disable=not (d.main and cfg.progress), mininterval=1.0 if sys.stderr.isatty() else 30.0)
     shape = (3, cfg.crop, cfg.crop)
     stats_sum, n_stats, t_log, steps_this_call = torch.zeros(len(STAT_NAMES)), 0, time.time(), 0
-    last_val, last = None, {}
+    last = {}
     with _StopFlag() as stop:
         it = iter(loader)
         while step < cfg.steps:
@@ -456,7 +458,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
                      "elapsed_s": train_s + now - start, "unrolled_every": loss_cfg.unrolled_every})
                 stats_sum, n_stats, t_log = torch.zeros(len(STAT_NAMES)), 0, now
             if cfg.val_every > 0 and step % cfg.val_every == 0 and d.main:
-                last_val = run_validation()
+                run_validation()
             interrupted = _any(stop.set or (stop_after is not None and steps_this_call >= stop_after), d)
             if step % cfg.ckpt_every == 0 or step == cfg.steps or interrupted:
                 save()
@@ -466,7 +468,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
     validating = bool(cfg.val_data and cfg.val_every > 0 and cfg.val_count > 0)
     if validating and step >= cfg.steps and step % cfg.val_every:  # score the final weights too
         if d.main:
-            last_val = run_validation()
+            run_validation()
         save()
     summary = {"step": step, "last": last, "val": last_val, "best": best, "world_size": d.world,
                "interrupted": step < cfg.steps}
@@ -486,7 +488,9 @@ def export_model(run_dir: str | os.PathLike, path: str | os.PathLike, *, weights
     ck = load_checkpoint(run_dir / CHECKPOINT)
     cfg = TrainConfig(**ck["config"]["train"])
     model = CUGDDenoiser(cfg.model_config())
-    state, step, val = ck["ema"], ck["step"], ck.get("best") or None
+    state, step, val = ck["ema"], ck["step"], ck.get("last_val")
+    if val is not None and val.get("step") != step:
+        val = None  # no validation of these exact weights
     if weights == "best":
         if not (run_dir / BEST).exists():
             raise FileNotFoundError(f"{run_dir / BEST} does not exist (no validation ran); export 'ema'")
@@ -507,7 +511,7 @@ def export_model(run_dir: str | os.PathLike, path: str | os.PathLike, *, weights
             "train_seconds": round(float(ck["train_seconds"]), 1), "world_size": ck["world_size"],
             "prior_mode": ck["prior_mode"], "constant_priors": cfg.constant_priors,
             "data": data, "recipe": {k: v for k, v in cfg.to_dict().items() if k not in ("data", "out", "progress")},
-            "val": val, **(metadata or {})}
+            "val": val, "val_best": ck.get("best") or None, **(metadata or {})}
     return save_safetensors(model, path, metadata=meta, dtype=torch.float16 if fp16 else None)
 
 

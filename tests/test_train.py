@@ -102,6 +102,8 @@ def test_validation_and_export(pairs, tmp_path):
     assert json.loads(meta["val"])["psnr"] == pytest.approx(v["psnr"])
     assert json.loads(meta["recipe"])["model"]["inner_channel"] == 32 and meta["cugd_stored_dtype"] == "float16"
     assert json.loads(meta["data"])["count"] == 8 and float(meta["train_seconds"]) > 0
+    ema_meta = read_metadata(export_model(tmp_path / "run", tmp_path / "e.safetensors"))
+    assert json.loads(ema_meta["val"])["step"] == 2 and json.loads(ema_meta["val_best"])["step"] == 2
     model = load_denoiser(out)
     ema = load_checkpoint(tmp_path / "run" / CHECKPOINT)["ema"]
     for k, w in model.state_dict().items():
