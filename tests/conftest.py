@@ -40,6 +40,12 @@ def _setup_comfyui() -> str | None:
 
     args.cpu = True  # read when comfy.model_management is imported
     import utils.extra_config  # noqa: F401  (before `nodes`, which shadows the `utils` package)
+    # Bind the name `nodes` to ComfyUI's module now: the pack's own `nodes/` package sits in the repo
+    # root, which is on sys.path too, and must never be what a later `import nodes` finds.
+    import nodes
+
+    if Path(nodes.__file__).resolve().parent != COMFYUI_DIR.resolve():
+        return f"`import nodes` found {nodes.__file__}, not ComfyUI's nodes.py"
     return None
 
 
