@@ -58,6 +58,9 @@ def _losses(run) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / LOG).read_text().splitlines()]
 
 
+WEIGHT_ATOL = 5e-5
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """2 shared cores: one intra-op thread avoids OpenMP spinning against the other processes."""
@@ -81,11 +84,14 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     a, b = load_checkpoint(tmp_path / "one" / CHECKPOINT), load_checkpoint(tmp_path / "ddp" / CHECKPOINT)
     assert b["world_size"] == 2 and len(b["rng"]) == 2 and b["step"] == STEPS
     init = build_model(_cfg(data, tmp_path / "x")).state_dict()
+    # Adam divides each gradient by its own running RMS, so the float noise of a different reduction
+    # order (all-reduce of two half batches vs one batch) in a parameter whose gradient is tiny shows
+    # up at ~1e-5 of its weight (measured: 2.0e-5 on atten_q1q1.q after 3 steps); WEIGHT_ATOL keeps
+    # that, and stays far below how far training moved the weights (asserted next).
     for k, w in a["model"].items():
-        torch.testing.assert_close(b["model"][k], w, rtol=0, atol=2e-5, msg=k)
-        torch.testing.assert_close(b["ema"][k], a["ema"][k], rtol=0, atol=2e-5, msg=k)
-    # the tolerance is well below how far training moved the weights (Adam: ~lr per step)
-    assert max(float((a["model"][k] - init[k]).abs().max()) for k in init) > 2e-4
+        torch.testing.assert_close(b["model"][k], w, rtol=0, atol=WEIGHT_ATOL, msg=k)
+        torch.testing.assert_close(b["ema"][k], a["ema"][k], rtol=0, atol=WEIGHT_ATOL, msg=k)
+    assert max(float((a["model"][k] - init[k]).abs().max()) for k in init) > 5 * WEIGHT_ATOL
     assert (tmp_path / "ddp" / "config.json").is_file()
 
     # resume with another world size: 2 steps in one process, the last one on 2 ranks
@@ -96,4 +102,4 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     assert c["step"] == STEPS and c["world_size"] == 2
     assert _losses(tmp_path / "mixed") == pytest.approx(one, rel=1e-5)
     for k, w in a["model"].items():
-        torch.testing.assert_close(c["model"][k], w, rtol=0, atol=2e-5, msg=k)
+        torch.testing.assert_close(c["model"][k], w, rtol=0, atol=WEIGHT_ATOL, msg=k)
