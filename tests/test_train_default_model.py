@@ -34,8 +34,8 @@ def test_default_model_enhances_a_dark_photo():
     torch.set_num_threads(1)
     try:
         size = (192, 128)
-        dark = np.asarray(Image.fromarray(load_image(REPO / "assets" / "sample_dark.png")).resize(size, Image.BILINEAR))
-        ref = np.asarray(Image.fromarray(load_image(REPO / "assets" / "sample_bright.png")).resize(size, Image.BILINEAR))
+        dark = np.array(Image.fromarray(load_image(REPO / "assets" / "sample_dark.png")).resize(size, Image.BILINEAR))
+        ref = np.array(Image.fromarray(load_image(REPO / "assets" / "sample_bright.png")).resize(size, Image.BILINEAR))
         out = enhance(dark, load_denoiser(MODEL), prior_mode="fast", seed=0)
     finally:
         torch.set_num_threads(n)
