@@ -61,6 +61,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests that compare runs across processes or train: the same
+    reduction order everywhere, and no OpenMP spinning against the other processes on 2 cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("models") / "cugd"

@@ -14,13 +14,7 @@ COMBOS = list(itertools.product((0, 1), repeat=3))
 REL = 1e-4  # golden README: losses 1e-4 relative, grad_norm 1e-3 relative
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared cores: one intra-op thread avoids OpenMP spinning against the other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ def pairs(tmp_path_factory):
     return make_pairs(root / "pairs", 8, (40, 56)), make_pairs(root / "val", 2, (36, 50), photo="test/100039.jpg")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared cores: one intra-op thread avoids OpenMP spinning against the other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(data, out, **kw):

@@ -61,13 +61,7 @@ def _losses(run) -> list[float]:
 WEIGHT_ATOL = 5e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared cores: one intra-op thread avoids OpenMP spinning against the other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow
