@@ -33,7 +33,6 @@ code no longer runs on current numpy/scipy, and a faithful NIQE also needs MATLA
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -43,6 +42,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import atomic
 from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -242,11 +242,7 @@ def evaluate_pairs(pairs_dir: str | os.PathLike, *, predict_fn: PredictFn | None
 
 
 def write_json_atomic(obj: dict, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
-    os.replace(tmp, path)
+    atomic.write_json_atomic(obj, path, allow_nan=True)
 
 
 # -- CLI -----------------------------------------------------------------------------------------

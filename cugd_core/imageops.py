@@ -6,11 +6,12 @@ reader goes through `as_rgb_u8`, so grayscale, RGBA, 16-bit and float images are
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .atomic import atomic_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -73,16 +74,9 @@ def save_png_atomic(image_u8: np.ndarray, path: str | os.PathLike) -> Path:
     from PIL import Image
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.png") as tmp:
         Image.fromarray(np.ascontiguousarray(image_u8)).save(tmp, format="PNG")
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are ordinary images
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -48,6 +48,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .atomic import write_json_atomic
 from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic
 
 MANIFEST = "synth.json"
@@ -274,9 +275,7 @@ def _make_one(job: tuple[str, str, str, int, dict, int | None]) -> tuple[str, di
 
 
 def _write_json_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_json_atomic(obj, path, sort_keys=True)
 
 
 def synth_folder(photos: Sequence[str | os.PathLike], out: str | os.PathLike, *, seed: int = 0,

@@ -27,7 +27,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -39,6 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .atomic import atomic_path
 from .config import CUGDConfig
 from .data import ARRAYS, PRIOR_MODES, SIDES, PairDataset, StepBatches, load_pair, missing_priors, to_tensors
 from .losses import LossConfig, compute_loss, draw
@@ -243,15 +243,8 @@ def _gather(obj: Any, d: Dist) -> list:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:

@@ -24,7 +24,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -33,6 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .atomic import atomic_path
 from .config import RELEASED, CUGDConfig
 from .hub import HubRef, hub_download, is_hub_ref, parse_hub_ref
 from .schedule import RELEASED_SCHEDULE, Schedule
@@ -338,15 +338,8 @@ def save_safetensors(model: torch.nn.Module, path: str | os.PathLike, *, metadat
                 raise ValueError(f"{k} overflows {dtype} (max |w| = {v.abs().max().item():.3g}); save without dtype")
         tensors[k] = t.contiguous()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 
