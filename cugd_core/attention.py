@@ -42,7 +42,8 @@ class Attention(nn.Module):
         # SDPA silently falls back to the math path and materialises the [HW, HW] matrix.
         # fp32 keeps the flash kernel: blocked fp32 GEMMs + softmax took 1.3-1.7x its CPU time at
         # 4096-15808 tokens (bench/README.md); in bf16 the blocked GEMMs win.
-        if q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu":
+        # (the blocked kernel writes in place, so training, which records a graph, keeps SDPA)
+        if q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu" and not torch.is_grad_enabled():
             a = blocked_attention(q.squeeze(1), k.squeeze(1), v.squeeze(1), 1024).unsqueeze(1)
         else:
             a = F.scaled_dot_product_attention(q, k, v)  # default scale 1/sqrt(C), as the authors'

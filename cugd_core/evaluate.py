@@ -38,7 +38,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -230,7 +230,8 @@ def evaluate_pairs(pairs_dir: str | os.PathLike, *, predict_fn: PredictFn | None
     for name, low_path, high_path in tqdm(pairs, desc="evaluate", unit="img", disable=not progress):
         gt = load_image(high_path)
         if predict_fn is not None:
-            pred = np.asarray(predict_fn(load_image(low_path)))
+            low = load_image(low_path)
+            pred = np.asarray(predict_fn(low, name) if isinstance(predict_fn, ModelPredictor) else predict_fn(low))
             if save_pred:
                 save_png_atomic(pred, Path(save_pred) / (Path(name).stem + ".png"))
         else:
@@ -246,13 +247,27 @@ def write_json_atomic(obj: dict, path: str | os.PathLike) -> None:
 
 
 # -- CLI -----------------------------------------------------------------------------------------
-def model_predict_fn(model: str, **enhance_kwargs) -> PredictFn:
-    """`predict_fn` of a CUGD model (file or Hub reference) through the pack's one pipeline
-    (`enhance.enhance`: priors from MobileSAM unless told otherwise, then sampling)."""
-    from .enhance import enhance
-    from .weights import load_denoiser
-    denoiser = load_denoiser(model)
-    return lambda low_u8: enhance(low_u8, denoiser, **enhance_kwargs)
+class ModelPredictor:
+    """A CUGD model (file or Hub reference) as `evaluate_pairs`' predict_fn, through the pack's one
+    pipeline (`enhance.enhance`). Priors come from the pairs' cache (`PAIRS/priors/<mode>/low/`,
+    what `priors` and `train` write) when it holds the image's files, else from MobileSAM."""
+
+    def __init__(self, model: str, pairs_dir: str | os.PathLike | None = None, **enhance_kwargs):
+        from .weights import load_denoiser
+        self.denoiser, self.kwargs = load_denoiser(model), enhance_kwargs
+        self.pairs_dir = pairs_dir
+        self.cached = 0  # images whose priors came from the cache
+
+    def __call__(self, low_u8: np.ndarray, name: str | None = None) -> np.ndarray:
+        from .data import KINDS, prior_path
+        from .enhance import enhance, load_prior_files
+        kw = dict(self.kwargs)
+        if name is not None and self.pairs_dir is not None:
+            files = [prior_path(self.pairs_dir, kw.get("prior_mode", "fast"), "low", name, k) for k in KINDS]
+            if all(f.is_file() for f in files):
+                kw["priors"] = load_prior_files(*files, hw=low_u8.shape[:2])
+                self.cached += 1
+        return enhance(low_u8, self.denoiser, **kw)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -275,7 +290,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="only the first N pairs (0: all)")
     p.add_argument("--steps", type=int, default=None, help="with --model: sampling steps")
     p.add_argument("--seed", type=int, default=None, help="with --model: sampling seed")
-    p.add_argument("--prior-mode", choices=("fast", "exact"), default=None, help="with --model: SAM prior mode")
+    p.add_argument("--sampler", choices=("ddpm", "ddim"), default=None,
+                   help="with --model: ddpm (the authors', default) or ddim (deterministic)")
+    p.add_argument("--prior-mode", choices=("fast", "exact"), default=None,
+                   help="with --model: SAM prior mode (PAIRS/priors/<mode>/low/ files are used when present)")
     p.add_argument("--summary", action="store_true", help="print only the mean row")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_cli)
@@ -286,9 +304,9 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         predict_fn = None
         if args.model:
-            kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("prior_mode", args.prior_mode))
-                  if v is not None}
-            predict_fn = model_predict_fn(args.model, **kw)
+            kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("prior_mode", args.prior_mode),
+                                    ("sampler", args.sampler)) if v is not None}
+            predict_fn = ModelPredictor(args.model, args.pairs, **kw)
         elif args.baseline:
             from .baselines import get_baseline
             predict_fn = get_baseline(args.baseline)
@@ -299,6 +317,8 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 2
     result.protocol["source"] = args.model or (f"baseline:{args.baseline}" if args.baseline else args.pred)
+    if isinstance(predict_fn, ModelPredictor):
+        result.protocol |= {"sampler": args.sampler or "ddpm", "priors_from_cache": predict_fn.cached}
     print(result.table(per_image=not args.summary))
     for k, v in NOT_AVAILABLE.items():
         print(f"{k}: {v}")

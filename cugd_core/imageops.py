@@ -83,7 +83,7 @@ def save_png_atomic(image_u8: np.ndarray, path: str | os.PathLike) -> Path:
 # -- model range ---------------------------------------------------------------------------------
 def to_model_range(image_u8: np.ndarray) -> torch.Tensor:
     """uint8 `[H,W,3]` -> float32 `[1,3,H,W]` in [-1,1] (SPEC 1.1: v/255, then 2v-1)."""
-    t = torch.from_numpy(np.ascontiguousarray(image_u8)).permute(2, 0, 1).float().div(255.0)
+    t = torch.from_numpy(np.require(image_u8, requirements=("C", "W"))).permute(2, 0, 1).float().div(255.0)
     return (t * 2.0 - 1.0).unsqueeze(0).contiguous()
 
 

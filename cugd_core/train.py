@@ -294,7 +294,7 @@ def ensure_priors(root: str | os.PathLike, mode: str, d: Dist, *, sides=SIDES, p
             err.unlink(missing_ok=True)
             try:
                 from .priors.dataset import compute_dataset_priors
-                compute_dataset_priors(root, mode=mode)
+                compute_dataset_priors(root, mode=mode, splits=sides)
             except BaseException as e:
                 err.parent.mkdir(parents=True, exist_ok=True)
                 err.write_text(repr(e))

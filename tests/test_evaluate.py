@@ -180,3 +180,38 @@ def test_run_baselines_on_a_tiny_pairs_folder(pairs_dir):
     assert results["gain_gamma"].mean["psnr"] > results["identity"].mean["psnr"]
     table = baselines.baseline_table(results)
     assert table.count("\n") == 6 and "zero_dce" in table
+
+
+@pytest.mark.slow
+def test_cli_scores_a_model_with_fresh_or_cached_priors(pairs_dir, tmp_path, capsys, one_thread):
+    """`evaluate --model`: MobileSAM priors computed on the fly, or read from the cache that
+    `priors --split low` writes; the scores are the same either way, and ddim differs from ddpm."""
+    import shutil
+
+    from cugd_core.priors.cli import add_cli as add_priors_cli
+    from tests._paths import REPO
+
+    pairs = tmp_path / "pairs"
+    shutil.copytree(pairs_dir, pairs)
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers()
+    add_cli(sub)
+    add_priors_cli(sub)
+
+    def evaluate(sampler, name):
+        args = ap.parse_args(["evaluate", "--pairs", str(pairs), "--model", str(REPO / "models" / "cugd_default.safetensors"),
+                              "--sampler", sampler, "--limit", "2", "--json", str(tmp_path / name), "--quiet"])
+        assert args.func(args) == 0
+        return json.loads((tmp_path / name).read_text())
+
+    fresh = evaluate("ddim", "fresh.json")
+    assert fresh["protocol"]["priors_from_cache"] == 0 and fresh["protocol"]["sampler"] == "ddim"
+    args = ap.parse_args(["priors", "--data", str(pairs), "--split", "low", "--no-progress"])
+    assert args.func(args) == 0
+    assert len(list((pairs / "priors" / "fast" / "low").glob("*.png"))) == 6
+    assert not (pairs / "priors" / "fast" / "high").exists()
+    cached = evaluate("ddim", "cached.json")
+    assert cached["protocol"]["priors_from_cache"] == 2
+    assert cached["per_image"] == fresh["per_image"]
+    ddpm = evaluate("ddpm", "ddpm.json")
+    assert ddpm["per_image"] != cached["per_image"]

@@ -23,6 +23,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="folder with SAM checkpoints (e.g. ComfyUI/models/sams); repeatable")
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument("--overwrite", action="store_true", help="recompute existing files")
+    p.add_argument("--split", choices=["low", "high"], default=None,
+                   help="only this side (evaluate and validation read the low side's priors only)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
@@ -33,7 +35,8 @@ def run(args) -> int:
 
     stats = compute_dataset_priors(args.data, args.out, sam=args.sam, mode=args.mode,
                                    progress=not args.no_progress, overwrite=args.overwrite,
-                                   sam_dirs=args.sam_dir, device=args.device)
+                                   sam_dirs=args.sam_dir, device=args.device,
+                                   splits=(args.split,) if args.split else ("low", "high"))
     print(f"priors: {stats['written']} written, {stats['skipped']} already cached, in {stats['cache']}")
     return 0
 

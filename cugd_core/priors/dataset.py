@@ -28,10 +28,12 @@ def prior_paths(root, split: str, stem: str) -> tuple[Path, Path]:
     return folder / f"{stem}_edge.png", folder / f"{stem}_semantic.png"
 
 
-def dataset_images(data_dir) -> list[tuple[str, Path]]:
-    """`(split, path)` of every image in `low/` and `high/`, sorted."""
+def dataset_images(data_dir, splits=SPLITS) -> list[tuple[str, Path]]:
+    """`(split, path)` of every image in `low/` and `high/` (or only the given splits), sorted."""
     data_dir = Path(data_dir)
-    found = [(s, p) for s in SPLITS if (data_dir / s).is_dir()
+    if unknown := set(splits) - set(SPLITS):
+        raise ValueError(f"splits must be among {SPLITS}, got {sorted(unknown)}")
+    found = [(s, p) for s in splits if (data_dir / s).is_dir()
              for p in sorted((data_dir / s).iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
     if not found:
         raise FileNotFoundError(f"{data_dir}: no images in low/ or high/ (expected the LOL layout: "
@@ -40,9 +42,10 @@ def dataset_images(data_dir) -> list[tuple[str, Path]]:
 
 
 def compute_dataset_priors(data_dir, out_dir=None, sam=None, mode: str = "fast", progress: bool = True,
-                           *, overwrite: bool = False, sam_dirs=None, device=None) -> dict:
+                           *, overwrite: bool = False, sam_dirs=None, device=None, splits=SPLITS) -> dict:
     """Write the edge/semantic prior PNGs of every `low/` and `high/` image; returns counts
-    (`images`, `written`, `skipped`, `cache`).
+    (`images`, `written`, `skipped`, `cache`). `splits=("low",)`: only the dark side (what
+    evaluation and validation read).
 
     `sam`: a `Sam`, a wrapper, a checkpoint path/name (looked up in `sam_dirs` too), or None for the
     default MobileSAM; it is loaded only if some image still needs priors. `device`: where to run a
@@ -50,7 +53,7 @@ def compute_dataset_priors(data_dir, out_dir=None, sam=None, mode: str = "fast",
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
-    items = dataset_images(data_dir)
+    items = dataset_images(data_dir, splits)
     root = cache_dir(data_dir, mode, out_dir)
     todo = [(s, p) for s, p in items if overwrite or not all(q.is_file() for q in prior_paths(root, s, p.stem))]
     stats = {"images": len(items), "skipped": len(items) - len(todo), "written": 0, "cache": str(root)}
