@@ -83,10 +83,13 @@ def hub_download(ref: HubRef | str, *, cache_dir: str | os.PathLike | None = Non
     except ImportError as e:  # pragma: no cover - huggingface_hub is a runtime dependency
         raise HubError(f"loading {ref} needs the huggingface_hub package: pip install huggingface_hub") from e
     offline = _offline()
+    # huggingface_hub retries a refused connection for ~20 s; a quick probe answers at once and
+    # lets a cached file be used without the wait
+    unreachable = not offline and not _reachable(_endpoint())
     try:
         path = hf_hub_download(ref.repo_id, ref.filename, revision=ref.revision,
                                cache_dir=None if cache_dir is None else str(cache_dir),
-                               local_files_only=offline)
+                               local_files_only=offline or unreachable)
     except LocalEntryNotFoundError as e:
         if offline:
             raise HubError(f"{ref} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: download it "
@@ -104,6 +107,23 @@ def hub_download(ref: HubRef | str, *, cache_dir: str | os.PathLike | None = Non
     except HfHubHTTPError as e:
         raise HubError(f"{ref}: the Hub at {_endpoint()} answered {e}") from e
     return Path(path)
+
+
+def _reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the endpoint's host opens. Behind a proxy (`*_PROXY` set) the
+    host may be unreachable directly yet served, so the check is left to huggingface_hub."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return True
+    url = urlsplit(endpoint)
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _endpoint() -> str:
