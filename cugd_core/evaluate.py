@@ -250,19 +250,23 @@ def write_json_atomic(obj: dict, path: str | os.PathLike) -> None:
 class ModelPredictor:
     """A CUGD model (file or Hub reference) as `evaluate_pairs`' predict_fn, through the pack's one
     pipeline (`enhance.enhance`). Priors come from the pairs' cache (`PAIRS/priors/<mode>/low/`,
-    what `priors` and `train` write) when it holds the image's files, else from MobileSAM."""
+    what `priors` and `train` write) when it holds the image's files, else from MobileSAM.
+    `constant_priors`: every prior is the colour of a zero map (does the model use the priors?)."""
 
-    def __init__(self, model: str, pairs_dir: str | os.PathLike | None = None, **enhance_kwargs):
+    def __init__(self, model: str, pairs_dir: str | os.PathLike | None = None, *, constant_priors: bool = False,
+                 **enhance_kwargs):
         from .weights import load_denoiser
         self.denoiser, self.kwargs = load_denoiser(model), enhance_kwargs
-        self.pairs_dir = pairs_dir
+        self.pairs_dir, self.constant_priors = pairs_dir, constant_priors
         self.cached = 0  # images whose priors came from the cache
 
     def __call__(self, low_u8: np.ndarray, name: str | None = None) -> np.ndarray:
-        from .data import KINDS, prior_path
+        from .data import KINDS, constant_prior_u8, prior_path
         from .enhance import enhance, load_prior_files
         kw = dict(self.kwargs)
-        if name is not None and self.pairs_dir is not None:
+        if self.constant_priors:
+            kw["priors"] = (constant_prior_u8(*low_u8.shape[:2]),) * 2
+        elif name is not None and self.pairs_dir is not None:
             files = [prior_path(self.pairs_dir, kw.get("prior_mode", "fast"), "low", name, k) for k in KINDS]
             if all(f.is_file() for f in files):
                 kw["priors"] = load_prior_files(*files, hw=low_u8.shape[:2])
@@ -294,6 +298,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="with --model: ddpm (the authors', default) or ddim (deterministic)")
     p.add_argument("--prior-mode", choices=("fast", "exact"), default=None,
                    help="with --model: SAM prior mode (PAIRS/priors/<mode>/low/ files are used when present)")
+    p.add_argument("--no-priors", action="store_true",
+                   help="with --model: hold the priors constant (the colour of a zero map), as train --no-priors")
     p.add_argument("--summary", action="store_true", help="print only the mean row")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_cli)
@@ -306,7 +312,7 @@ def run_cli(args: argparse.Namespace) -> int:
         if args.model:
             kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("prior_mode", args.prior_mode),
                                     ("sampler", args.sampler)) if v is not None}
-            predict_fn = ModelPredictor(args.model, args.pairs, **kw)
+            predict_fn = ModelPredictor(args.model, args.pairs, constant_priors=args.no_priors, **kw)
         elif args.baseline:
             from .baselines import get_baseline
             predict_fn = get_baseline(args.baseline)
@@ -318,7 +324,8 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
     result.protocol["source"] = args.model or (f"baseline:{args.baseline}" if args.baseline else args.pred)
     if isinstance(predict_fn, ModelPredictor):
-        result.protocol |= {"sampler": args.sampler or "ddpm", "priors_from_cache": predict_fn.cached}
+        result.protocol |= {"sampler": args.sampler or "ddpm", "priors_from_cache": predict_fn.cached,
+                            "priors": "constant" if args.no_priors else args.prior_mode or "fast"}
     print(result.table(per_image=not args.summary))
     for k, v in NOT_AVAILABLE.items():
         print(f"{k}: {v}")

@@ -185,7 +185,8 @@ def test_run_baselines_on_a_tiny_pairs_folder(pairs_dir):
 @pytest.mark.slow
 def test_cli_scores_a_model_with_fresh_or_cached_priors(pairs_dir, tmp_path, capsys, one_thread):
     """`evaluate --model`: MobileSAM priors computed on the fly, or read from the cache that
-    `priors --split low` writes; the scores are the same either way, and ddim differs from ddpm."""
+    `priors --split low` writes; the scores are the same either way; ddim differs from ddpm, and
+    constant priors from real ones."""
     import shutil
 
     from cugd_core.priors.cli import add_cli as add_priors_cli
@@ -198,9 +199,9 @@ def test_cli_scores_a_model_with_fresh_or_cached_priors(pairs_dir, tmp_path, cap
     add_cli(sub)
     add_priors_cli(sub)
 
-    def evaluate(sampler, name):
+    def evaluate(sampler, name, *extra):
         args = ap.parse_args(["evaluate", "--pairs", str(pairs), "--model", str(REPO / "models" / "cugd_default.safetensors"),
-                              "--sampler", sampler, "--limit", "2", "--json", str(tmp_path / name), "--quiet"])
+                              "--sampler", sampler, "--limit", "2", "--json", str(tmp_path / name), "--quiet", *extra])
         assert args.func(args) == 0
         return json.loads((tmp_path / name).read_text())
 
@@ -215,3 +216,6 @@ def test_cli_scores_a_model_with_fresh_or_cached_priors(pairs_dir, tmp_path, cap
     assert cached["per_image"] == fresh["per_image"]
     ddpm = evaluate("ddpm", "ddpm.json")
     assert ddpm["per_image"] != cached["per_image"]
+    constant = evaluate("ddim", "constant.json", "--no-priors")
+    assert constant["protocol"]["priors"] == "constant" and constant["protocol"]["priors_from_cache"] == 0
+    assert constant["per_image"] != cached["per_image"]
