@@ -45,7 +45,7 @@ class CUGDSAMPriors(io.ComfyNode):
                 SAMModel.Input("sam", tooltip="A SAM model: CUGD SAM Loader, or the SAM loader of "
                                               "comfyui_segment_anything / Impact Pack."),
                 io.Combo.Input("mode", options=list(MODES), default="fast",
-                               tooltip="fast = an 8x8 point grid, a few seconds per image (the pack's default, as "
+                               tooltip="fast = a 6x6 point grid, a few seconds per image (the pack's default, as "
                                        "in python -m cugd_core enhance); exact = the authors' 24x24 grid, several "
                                        "times slower on a CPU, slightly different maps."),
             ],

@@ -3,7 +3,9 @@
 The API prompts below are the source of truth; this script lays them out as UI-format graphs with
 the node definitions of the installed pack (widget order, socket types) and writes each one to
 `example_workflows/` (the folder ComfyUI's template browser serves) and the same file to
-`workflows/`. The tests convert the files back and compare with these prompts.
+`workflows/`. The tests convert the files back and compare with these prompts. Each template also
+gets the thumbnail the template browser asks for (`example_workflows/<name>.jpg`): a before/after
+split of the README's sample (`docs/sample_before_after.png`, a CC0 photo).
 
     source ~/.cache/cugd-comfyui/env.sh
     "$COMFYUI_PYTHON" scripts/build_workflows.py            # write
@@ -20,6 +22,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIRS = (REPO / "example_workflows", REPO / "workflows")
+BEFORE_AFTER = REPO / "docs" / "sample_before_after.png"  # dark | gap | enhanced
+THUMB_SIDE = 384
 
 DEFAULT_MODEL = "default (shipped with the pack)"
 DEFAULT_SAM = "MobileSAM (default)"
@@ -28,7 +32,7 @@ DARK2 = "cugd_dark_example_2.png"
 UPSCALER = "RealESRGAN_x2plus.pth"
 
 ABOUT = ("**CUGD** brightens dark photos with a diffusion model steered by Segment-Anything priors "
-         "(Zeng et al., TCSVT 2025).\n\nPut CUGD models in `models/cugd` (ours: `.safetensors`; the authors' "
+         "(Zeng et al., IEEE TCSVT 2026).\n\nPut CUGD models in `models/cugd` (ours: `.safetensors`; the authors' "
          "`*_gen.pth` work too) and SAM checkpoints in `models/sams`; without them the model shipped with "
          "the pack and MobileSAM are used. Load your own dark photo in **Load Image**.")
 
@@ -225,6 +229,26 @@ def object_info_with_pack() -> dict:
     return inprocess_object_info()
 
 
+def thumbnail() -> bytes:
+    """A square JPEG: the dark input's left half beside the enhanced output's right half."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pair = np.asarray(Image.open(BEFORE_AFTER).convert("RGB"))
+    w = (pair.shape[1] - 8) // 2  # side_by_side's 8 px gap
+    before, after = pair[:, :w], pair[:, -w:]
+    split = np.concatenate([before[:, :w // 2], after[:, w // 2:]], axis=1)
+    split[:, w // 2 - 1:w // 2 + 1] = 255  # the seam
+    side = min(split.shape[:2])
+    y0, x0 = (split.shape[0] - side) // 2, (split.shape[1] - side) // 2
+    im = Image.fromarray(split[y0:y0 + side, x0:x0 + side]).resize((THUMB_SIDE, THUMB_SIDE), Image.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only compare with the committed files")
@@ -243,6 +267,16 @@ def main(argv=None) -> int:
             tmp = path.with_suffix(".json.tmp")
             tmp.write_text(text)
             os.replace(tmp, path)
+    jpg = thumbnail()
+    for name in WORKFLOWS:  # only example_workflows/ is served, so only it needs them
+        path = OUT_DIRS[0] / f"{name}.jpg"
+        if args.check:
+            if not path.is_file():
+                stale.append(str(path))
+            continue
+        tmp = path.with_suffix(".jpg.tmp")
+        tmp.write_bytes(jpg)
+        os.replace(tmp, path)
     if stale:
         print("stale workflow files (run scripts/build_workflows.py):\n  " + "\n  ".join(stale))
         return 1

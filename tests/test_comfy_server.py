@@ -59,6 +59,9 @@ def test_templates_are_listed_and_served(server):
     for name in names:
         status, body, _ = client.request(f"/api/workflow_templates/{PACK_NAME}/{name}.json")
         assert status == 200 and json.loads(body) == json.loads((EXAMPLES / f"{name}.json").read_text())
+        # the browser's card picture: /api/workflow_templates/<pack>/<name>.jpg
+        status, body, _ = client.request(f"/api/workflow_templates/{PACK_NAME}/{name}.jpg")
+        assert status == 200 and body == (EXAMPLES / f"{name}.jpg").read_bytes() and body[:2] == b"\xff\xd8"
 
 
 def test_bad_combo_value_is_refused_with_a_message(server, object_info):
