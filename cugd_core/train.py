@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_json_atomic
 from .config import CUGDConfig
 from .data import ARRAYS, PRIOR_MODES, SIDES, PairDataset, StepBatches, load_pair, missing_priors, to_tensors
 from .losses import LossConfig, compute_loss, draw
@@ -247,11 +247,6 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def write_json_atomic(obj: Any, path: Path) -> None:
-    from .evaluate import write_json_atomic as _w
-    _w(obj, path)
-
-
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """A training checkpoint (tensors and plain Python only: `weights_only=True`)."""
     ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -396,7 +391,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
                                "best": best, "last_val": last_val, "prior_mode": cfg.prior_mode,
                                "config": {"train": cfg.to_dict(), "identity": cfg.identity()}}, ckpt_path)
             write_json_atomic({"train": cfg.to_dict(), "world_size": d.world, "step": step,
-                               "prior_mode": cfg.prior_mode}, out / CONFIG_JSON)
+                               "prior_mode": cfg.prior_mode}, out / CONFIG_JSON, allow_nan=True)
 
     def log(record: dict):
         if d.main:
