@@ -72,10 +72,12 @@ def _sniff(path: Path) -> str:
     _check_file(path)
     with open(path, "rb") as f:
         head = f.read(9)
+    # safetensors first: its 8-byte little-endian header length may itself start with 0x80 (as a
+    # legacy pickle does), but then a JSON header follows at byte 8 and fits in the file
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+        return "safetensors"
     if head.startswith(b"PK") or head.startswith(b"\x80"):
         return "torch"
-    if len(head) == 9 and head[8:9] == b"{":
-        return "safetensors"
     raise CheckpointError(f"{path} is neither a PyTorch checkpoint nor a .safetensors file "
                           f"(it starts with bytes {head[:8]!r}); expected the authors' *_gen.pth or a CUGD .safetensors")
 

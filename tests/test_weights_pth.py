@@ -13,6 +13,7 @@ import torch
 
 from cugd_core.config import RELEASED, CUGDConfig
 from cugd_core.schedule import RELEASED_SCHEDULE
+from cugd_core.unet import CUGDDenoiser
 from cugd_core.weights import (SCHEDULE_BUFFERS, CheckpointError, add_cli, detect_config, load_authors_pth,
                                load_denoiser, read_metadata, resolve_in_folder, save_safetensors)
 from tests._paths import GOLDEN
@@ -323,3 +324,23 @@ def test_plain_safetensors_without_metadata_needs_its_config(tmp_path):
     guessed = load_denoiser(tmp_path / "plain.safetensors")
     assert guessed.config.norm_groups == 32 and guessed.config.inner_channel == 32
     assert golden_eps(guessed) > 1e-3
+
+
+@pytest.mark.parametrize("low_byte", [0x80, 0x50])
+def test_safetensors_whose_header_length_looks_like_a_pickle(tmp_path, low_byte):
+    """A .safetensors starts with its header length (8 bytes, little-endian); when the first byte is
+    0x80, as a legacy pickle's, it must still load as a .safetensors with its stored config (a
+    card-sized metadata block made the shipped model hit this)."""
+    config = CUGDConfig(inner_channel=32, norm_groups=8, channel_multiplier=(1, 1, 1), attn_res=(8,), image_size=32,
+                        res_blocks=1, with_uncertainty_head=False)
+    model = CUGDDenoiser(config)
+    path = tmp_path / "m.safetensors"
+    for pad in range(256):
+        save_safetensors(model, path, metadata={"card": "x" * pad})
+        if path.read_bytes()[0] == low_byte:
+            break
+    assert path.read_bytes()[0] == low_byte
+    loaded = load_denoiser(path)
+    assert loaded.config == config  # norm_groups 8 is invisible in the shapes: it came from the metadata
+    ours, theirs = model.state_dict(), loaded.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours if ".res_block.mlp." not in k)  # (never-called SR3 weights)
