@@ -66,7 +66,7 @@ def _label(image: np.ndarray, text: str) -> np.ndarray:
     return np.asarray(canvas)
 
 
-def make_gallery(path: Path, model_name: str | None, steps: int, seed: int) -> dict:
+def make_gallery(path: Path, model_name: str | None, steps: int, seed: int, sampler: str) -> dict:
     from skimage import data
 
     from cugd_core.baselines import gain_gamma
@@ -79,7 +79,7 @@ def make_gallery(path: Path, model_name: str | None, steps: int, seed: int) -> d
     for name, terms in GALLERY.items():
         high = shrink_to_max_side(getattr(data, name)(), GALLERY_SIDE)
         low, params = darken(high, f"{name}.png")
-        outputs = {"gain+gamma": gain_gamma(low), "CUGD": enhance(low, model, steps=steps, seed=seed)}
+        outputs = {"gain+gamma": gain_gamma(low), "CUGD": enhance(low, model, steps=steps, seed=seed, sampler=sampler)}
         scores[name] = {"terms": terms, "exposure": round(params["exposure"], 4)}
         tiles = [_label(low, f"dark (x{params['exposure']:.3f})")]
         for label, pred in outputs.items():
@@ -95,7 +95,8 @@ def make_gallery(path: Path, model_name: str | None, steps: int, seed: int) -> d
     for label in ("gain+gamma", "CUGD"):
         scores[f"mean {label}"] = {k: round(float(np.mean([scores[n][label][k] for n in GALLERY])), 3)
                                    for k in ("psnr", "ssim_gray")}
-    return {"gallery": str(path), "model": model_name or "default", "steps": steps, "seed": seed, **scores}
+    return {"gallery": str(path), "model": model_name or "default", "steps": steps, "seed": seed, "sampler": sampler,
+            **scores}
 
 
 def main() -> int:
@@ -106,9 +107,10 @@ def main() -> int:
     ap.add_argument("--model", help="CUGD model for the gallery (default: the shipped one)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
     args = ap.parse_args()
     if args.gallery:
-        print(json.dumps(make_gallery(Path(args.gallery), args.model, args.steps, args.seed), indent=1))
+        print(json.dumps(make_gallery(Path(args.gallery), args.model, args.steps, args.seed, args.sampler), indent=1))
     else:
         print(json.dumps(make_pair(Path(args.out))))
     return 0
