@@ -294,7 +294,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="only the first N pairs (0: all)")
     p.add_argument("--steps", type=int, default=None, help="with --model: sampling steps")
     p.add_argument("--seed", type=int, default=None, help="with --model: sampling seed")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default=None,
+    from .samplers import SAMPLERS
+    p.add_argument("--sampler", choices=SAMPLERS, default=None,
                    help="with --model: ddpm (the authors', default) or ddim (deterministic)")
     p.add_argument("--prior-mode", choices=("fast", "exact"), default=None,
                    help="with --model: SAM prior mode (PAIRS/priors/<mode>/low/ files are used when present)")

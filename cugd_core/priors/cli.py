@@ -36,7 +36,7 @@ def run(args) -> int:
     stats = compute_dataset_priors(args.data, args.out, sam=args.sam, mode=args.mode,
                                    progress=not args.no_progress, overwrite=args.overwrite,
                                    sam_dirs=args.sam_dir, device=args.device,
-                                   splits=(args.split,) if args.split else ("low", "high"))
+                                   **({"splits": (args.split,)} if args.split else {}))  # default: both
     print(f"priors: {stats['written']} written, {stats['skipped']} already cached, in {stats['cache']}")
     return 0
 
