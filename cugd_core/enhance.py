@@ -229,7 +229,10 @@ def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: st
     return results[0] if single else results
 
 
-def side_by_side(before_u8: np.ndarray, after_u8: np.ndarray, gap: int = 8) -> np.ndarray:
+SIDE_BY_SIDE_GAP = 8  # px of white between before and after
+
+
+def side_by_side(before_u8: np.ndarray, after_u8: np.ndarray, gap: int = SIDE_BY_SIDE_GAP) -> np.ndarray:
     """`before | after` as one uint8 `[H, 2W+gap, 3]` image (white gap)."""
     before, after = as_rgb_u8(before_u8), as_rgb_u8(after_u8)
     if before.shape != after.shape:

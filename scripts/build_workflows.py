@@ -236,8 +236,10 @@ def thumbnail() -> bytes:
     import numpy as np
     from PIL import Image
 
+    from cugd_core.enhance import SIDE_BY_SIDE_GAP
+
     pair = np.asarray(Image.open(BEFORE_AFTER).convert("RGB"))
-    w = (pair.shape[1] - 8) // 2  # side_by_side's 8 px gap
+    w = (pair.shape[1] - SIDE_BY_SIDE_GAP) // 2
     before, after = pair[:, :w], pair[:, -w:]
     split = np.concatenate([before[:, :w // 2], after[:, w // 2:]], axis=1)
     split[:, w // 2 - 1:w // 2 + 1] = 255  # the seam
