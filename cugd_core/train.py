@@ -61,6 +61,8 @@ class TrainConfig:
     batch_size: int = 8  # global, over all ranks
     crop: int = 96
     lr: float = 1e-4
+    lr_decay_start: int | None = None  # cosine-anneal lr -> lr_min over [lr_decay_start, steps]; None = constant
+    lr_min: float = 0.0
     ema_decay: float = 0.999
     seed: int = 0
     prior_mode: str = "fast"
@@ -81,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"prior_mode must be one of {PRIOR_MODES}, got {self.prior_mode!r}")
         if self.steps < 0 or self.batch_size < 1 or self.crop < 8:
             raise ValueError("need steps >= 0, batch_size >= 1, crop >= 8")
+        if (self.lr_decay_start is not None and self.lr_decay_start < 0) or not 0 <= self.lr_min <= self.lr:
+            raise ValueError("need lr_decay_start >= 0 and 0 <= lr_min <= lr")
         self.model_config()  # validates
         self.loss_config()
 
@@ -206,6 +210,18 @@ STAT_NAMES = ("loss", "noise", "photo", "ssim_loss", "content_loss")
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters()):
         e.lerp_(p.detach().to(e.dtype), 1.0 - decay)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimiser step `step` (0-based): constant, then an optional cosine tail.
+
+    A pure function of the step, so a resumed run follows the same schedule; the tail may be added to a
+    running run on resume (it is not part of the run's identity)."""
+    start = cfg.lr_decay_start
+    if start is None or step < start or cfg.steps <= start:
+        return cfg.lr
+    t = min(1.0, (step - start) / (cfg.steps - start))
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * t))
 
 
 def ema_decay_at(step: int, decay: float) -> float:
@@ -428,6 +444,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
             with autocast:
                 total, stats = net({k: batch[k] for k in ARRAYS}, draws, unrolled)
             total.backward()
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
             opt.step()
             opt.zero_grad(set_to_none=True)
             ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
@@ -443,7 +461,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
                 now = time.time()
                 mean = dict(zip(STAT_NAMES, (stats_sum / n_stats).tolist()))
                 log({"kind": "train", "step": step, **mean, "it_s": n_stats / max(now - t_log, 1e-9),
-                     "elapsed_s": train_s + now - start, "unrolled_every": loss_cfg.unrolled_every})
+                     "elapsed_s": train_s + now - start, "unrolled_every": loss_cfg.unrolled_every,
+                     "lr": lr_at(step - 1, cfg)})
                 stats_sum, n_stats, t_log = torch.zeros(len(STAT_NAMES)), 0, now
             if cfg.val_every > 0 and step % cfg.val_every == 0 and d.main:
                 run_validation()
@@ -517,6 +536,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="global batch (divided over the ranks)")
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr-decay-start", type=int, metavar="STEP",
+                   help="cosine-anneal the lr to --lr-min from this step to --steps (may be added on --resume)")
+    p.add_argument("--lr-min", type=float, default=0.0)
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prior-mode", choices=PRIOR_MODES, default="fast",
@@ -565,6 +587,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                                          use_timestep_scale=a.timestep_scale, ssim=not a.no_ssim,
                                          unrolled_every=a.unrolled_every))
     return TrainConfig(data=a.data, out=a.out, steps=a.steps, batch_size=a.batch_size, crop=a.crop, lr=a.lr,
+                       lr_decay_start=a.lr_decay_start, lr_min=a.lr_min,
                        ema_decay=a.ema_decay, seed=a.seed, prior_mode=a.prior_mode, constant_priors=a.no_priors,
                        model=model, loss=loss, init=a.init, val_data=a.val_data, val_count=a.val_count,
                        val_every=a.val_every, ckpt_every=a.ckpt_every, log_every=a.log_every, workers=a.workers,

@@ -11,7 +11,7 @@ import torch
 from cugd_core.data import ARRAYS, PairDataset, StepBatches
 from cugd_core.losses import LossConfig, compute_loss, draw
 from cugd_core.train import (CHECKPOINT, LOG, TrainConfig, _StopFlag, build_model, export_model,
-                             load_checkpoint, train)
+                             load_checkpoint, lr_at, train)
 from tests._train_pairs import TINY_MODEL, make_pairs
 
 
@@ -59,12 +59,13 @@ def test_training_lowers_the_loss(pairs, tmp_path):
 @pytest.mark.slow
 def test_resume_is_bit_exact(pairs, tmp_path):
     data, _ = pairs
-    straight = train(_cfg(data, tmp_path / "a"))
+    # a cosine tail from step 1 (lr unchanged until step 2) added on resume: the same run as with it from the start
+    straight = train(_cfg(data, tmp_path / "a", lr_decay_start=1))
     part = train(_cfg(data, tmp_path / "b"), stop_after=2)
     assert part["interrupted"] and part["step"] == 2
     with pytest.raises(FileExistsError, match="resume"):
         train(_cfg(data, tmp_path / "b"))
-    resumed = train(_cfg(data, tmp_path / "b"), resume=True)
+    resumed = train(_cfg(data, tmp_path / "b", lr_decay_start=1), resume=True)
     assert straight["step"] == resumed["step"] == 4
     a, b = load_checkpoint(tmp_path / "a" / CHECKPOINT), load_checkpoint(tmp_path / "b" / CHECKPOINT)
     for part_name in ("model", "ema"):
@@ -76,9 +77,20 @@ def test_resume_is_bit_exact(pairs, tmp_path):
     la = [json.loads(x)["loss"] for x in (tmp_path / "a" / LOG).read_text().splitlines()]
     lb = [json.loads(x)["loss"] for x in (tmp_path / "b" / LOG).read_text().splitlines()]
     assert la == lb and len(la) == 4
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "b" / LOG).read_text().splitlines()]
+    assert lrs[:2] == [1e-4, 1e-4] and 1e-4 > lrs[2] > lrs[3] > 0
     assert b["rng"] and "torch" in b["rng"][0] and b["world_size"] == 1
     with pytest.raises(ValueError, match="other settings"):
         train(_cfg(data, tmp_path / "b", steps=6, lr=5e-4), resume=True)
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(data=".", out=".", steps=100, lr=2e-4, lr_decay_start=60, lr_min=2e-5, model=TINY_MODEL)
+    assert lr_at(0, cfg) == lr_at(60, cfg) == 2e-4
+    assert lr_at(80, cfg) == pytest.approx(1.1e-4) and lr_at(100, cfg) == pytest.approx(2e-5)
+    assert lr_at(500, TrainConfig(data=".", out=".", lr=3e-4, model=TINY_MODEL)) == 3e-4
+    with pytest.raises(ValueError, match="lr_min"):
+        TrainConfig(data=".", out=".", lr=1e-4, lr_min=1e-3, model=TINY_MODEL)
 
 
 @pytest.mark.slow
