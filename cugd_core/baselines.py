@@ -207,8 +207,8 @@ def get_baseline(name: str) -> PredictFn:
 def run_baselines(pairs_dir: str | os.PathLike, names: tuple[str, ...] | None = None, *,
                   ssim_window: str = "uniform", limit: int | None = None, progress: bool = False) -> dict:
     """Score each baseline on a paired folder: `{name: EvalResult}` (see `baseline_table`)."""
-    from .evaluate import evaluate_pairs
-    return {name: evaluate_pairs(pairs_dir, predict_fn=get_baseline(name), ssim_window=ssim_window,
+    from .evaluate import evaluate_pairs, per_image
+    return {name: evaluate_pairs(pairs_dir, predict_fn=per_image(get_baseline(name)), ssim_window=ssim_window,
                                  limit=limit, progress=progress)
             for name in (names or tuple(BASELINES))}
 

@@ -102,7 +102,7 @@ def _positive(value: str) -> int:
 # -- enhance -------------------------------------------------------------------------------------------
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     from .enhance import PRIOR_MODES
-    from .samplers import SAMPLERS
+    from .samplers import AUTO, SAMPLER_CHOICES
 
     p.add_argument("--model", help=f"CUGD .safetensors or authors' *_gen.pth (path, name in {MODELS_DIR}, or "
                                    f"hf://owner/name/file@rev); default: {DEFAULT_MODEL}")
@@ -112,8 +112,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior-mode", choices=PRIOR_MODES, default="fast",
                    help="fast: batched mask generation; exact: the authors' generator, bit for bit")
     p.add_argument("--steps", type=_positive, default=10, help="sampling steps (at most 10 for the released schedule)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm",
-                   help="ddpm: the authors' ancestral sampler; ddim: deterministic")
+    p.add_argument("--sampler", choices=SAMPLER_CHOICES, default=AUTO,
+                   help="auto: the model's recommendation (its card's cugd_sampler, else ddpm); ddpm: the authors' "
+                        "ancestral sampler; ddim: deterministic")
     p.add_argument("--seed", type=int, default=0, help="noise seed (an image gets the same result alone or in a batch)")
     p.add_argument("--tile", type=_tile, default="auto",
                    help="tile side in pixels for large images, 0 = whole image, auto = from free memory (default)")

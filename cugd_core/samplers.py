@@ -21,6 +21,18 @@ import torch
 from .schedule import RELEASED_SCHEDULE, Schedule
 
 SAMPLERS = ("ddpm", "ddim")
+AUTO = "auto"
+SAMPLER_CHOICES = (AUTO, *SAMPLERS)  # what users pick from: the model's own recommendation first
+
+
+def resolve_sampler(sampler: str, model=None) -> str:
+    """`sampler`, with "auto" replaced by the one `model` recommends (`model.preferred_sampler`, read
+    from a .safetensors' `cugd_sampler` metadata), else the authors' DDPM."""
+    if sampler == AUTO:
+        return getattr(model, "preferred_sampler", None) or "ddpm"
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLER_CHOICES}, got {sampler!r}")
+    return sampler
 
 
 @dataclass(frozen=True)
@@ -171,10 +183,13 @@ def sample(denoiser, condition: torch.Tensor, edge: torch.Tensor, semantic: torc
            noise: Sequence[torch.Tensor] | None = None, callback: StepCallback | None = None) -> torch.Tensor:
     """Enhance from pure noise; returns the final sample `[B,3,H,W]`, unclamped as the authors leave it.
 
+    `sampler`: "ddpm" (the authors'), "ddim", or "auto" (the model's recommendation, see `resolve_sampler`).
+
     `noise` = [x_T, then the z of each step that draws one, in sampling order]; otherwise drawn from
     per-sample generators seeded with `seed` (global RNG when seed is None).
     """
     schedule = schedule or RELEASED_SCHEDULE
+    sampler = resolve_sampler(sampler, denoiser)
     shape = (condition.shape[0], 3, *condition.shape[-2:])
     generators = make_generators(seed, shape[0], condition.device) if seed is not None else None
     noise = list(noise) if noise is not None else None

@@ -20,7 +20,7 @@ import torch
 
 from . import tiling
 from .imageops import crop, pad_to_multiple
-from .samplers import SamplerState, init_state, make_generators, randn, run, timesteps
+from .samplers import SamplerState, init_state, make_generators, randn, resolve_sampler, run, timesteps
 from .schedule import RELEASED_SCHEDULE, Schedule
 
 Progress = Callable[[int, int], None]
@@ -212,7 +212,8 @@ class _Counter:
 @torch.no_grad()
 def advance(model, trajectory: Trajectory, sampler: str, plan: Sequence[int], *, callback: Progress | None = None,
             interrupt: Interrupt | None = None, device=None) -> Trajectory:
-    """Run `plan` (step indices from the state's step, e.g. `plan_from_steps`) on the model's device.
+    """Run `plan` (step indices from the state's step, e.g. `plan_from_steps`) on the model's device
+    with `sampler` ("ddpm", "ddim" or "auto": the model's recommendation, `samplers.resolve_sampler`).
 
     One tile covering the image: the whole image, with the trajectory's guidance when it has one;
     else tiles, each with its own CUIE guidance, their noise predictions blended at every step.
@@ -220,6 +221,7 @@ def advance(model, trajectory: Trajectory, sampler: str, plan: Sequence[int], *,
     interrupt(): before every tile call; whatever it raises propagates.
     device: where the returned state is kept (default: where it was). Returns the advanced trajectory.
     """
+    sampler = resolve_sampler(sampler, model)
     compute = next(model.parameters()).device
     keep = trajectory.state.x.device if device is None else device
 

@@ -130,6 +130,9 @@ class CUGDDenoiser(nn.Module):
     `config.size_multiple` (pad with `imageops.pad_to_multiple`).
     """
 
+    # the sampler this model's card recommends ("ddpm"/"ddim"; sampler "auto" picks it); None: the authors' DDPM
+    preferred_sampler: str | None = None
+
     def __init__(self, config: CUGDConfig):
         super().__init__()
         self.config = config

@@ -51,6 +51,7 @@ DDP_PREFIX = "module."
 UNCERTAINTY_HEAD = "var_conv."
 _DEAD_MLP = re.compile(r"^(downs|mid|ups)\.\d+\.res_block\.mlp\.1\.(weight|bias)$")
 _RESERVED_META = ("format", "cugd_format_version", "cugd_config")
+SAMPLER_META = "cugd_sampler"  # model card: the sampler "auto" picks for this model
 
 
 class CheckpointError(ValueError):
@@ -314,7 +315,8 @@ def save_safetensors(model: torch.nn.Module, path: str | os.PathLike, *, metadat
     `dtype=torch.float16` halves the file (loading casts back to float32); values outside the
     fp16 range are an error. The dead `res_block.mlp.1` weights are left out unless `keep_dead`.
     `metadata` (model card: name, description, license, source, ...) is stored as strings (non-
-    strings as JSON). The file is written to a temporary name and renamed, so a failure never
+    strings as JSON); `cugd_sampler` ("ddpm"/"ddim", default: the model's `preferred_sampler`) is the
+    sampler that "auto" picks for it. The file is written to a temporary name and renamed, so a failure never
     leaves a half-written file.
     """
     from safetensors.torch import save_file
@@ -327,6 +329,8 @@ def save_safetensors(model: torch.nn.Module, path: str | os.PathLike, *, metadat
     if clash:
         raise ValueError(f"metadata keys {clash} are reserved (written from the model itself)")
     meta.update(format=FORMAT, cugd_format_version=str(FORMAT_VERSION), cugd_config=config.to_json())
+    if getattr(model, "preferred_sampler", None) and SAMPLER_META not in meta:
+        meta[SAMPLER_META] = model.preferred_sampler
     if dtype is not None:
         meta["cugd_stored_dtype"] = str(dtype).removeprefix("torch.")
     tensors = {}
@@ -368,7 +372,21 @@ def _from_safetensors(tensors, meta, config: CUGDConfig | None, source: str, *, 
     if stored is not None:
         config = stored if config is None else config
     net, _ = unwrap_authors(tensors)
-    return build_from_state_dict(net, _with_head(config or detect_config(net), head), source=source)
+    model = build_from_state_dict(net, _with_head(config or detect_config(net), head), source=source)
+    model.preferred_sampler = _preferred_sampler(meta, source)
+    return model
+
+
+def _preferred_sampler(meta: Mapping[str, str], source: str) -> str | None:
+    """The sampler the model card recommends (`cugd_sampler` metadata; what "auto" picks), if any."""
+    from .samplers import SAMPLERS
+    name = meta.get(SAMPLER_META)
+    if name is None:
+        return None
+    if name not in SAMPLERS:
+        warnings.warn(f"{source}: ignoring {SAMPLER_META}={name!r} (not one of {SAMPLERS})", stacklevel=3)
+        return None
+    return name
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

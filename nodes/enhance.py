@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import comfy_bridge as bridge
-from .sampler import SAMPLERS, tile_inputs
+from .sampler import SAMPLER_TOOLTIP, SAMPLERS, tile_inputs
 from .types import CATEGORY, CUGDModel, SAMModel
 
 PRIOR_MODES = ("fast", "exact")
@@ -26,8 +26,7 @@ class CUGDEnhance(io.ComfyNode):
                              tooltip="Seed of the sampling noise; an image gives the same result alone or in a batch."),
                 io.Int.Input("steps", default=10, min=1, max=1000,
                              tooltip="Denoising steps, at most the schedule's length (10 for the released models)."),
-                io.Combo.Input("sampler", options=list(SAMPLERS), default="ddpm",
-                               tooltip="ddpm = the authors' ancestral sampler; ddim = deterministic."),
+                io.Combo.Input("sampler", options=list(SAMPLERS), default="auto", tooltip=SAMPLER_TOOLTIP),
                 io.Combo.Input("prior_mode", options=list(PRIOR_MODES), default="fast",
                                tooltip="fast = a few seconds per image; exact = the authors' SAM settings "
                                        "(24x24 points), several times slower on a CPU."),

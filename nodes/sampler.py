@@ -6,7 +6,9 @@ from comfy_api.latest import io
 from . import comfy_bridge as bridge
 from .types import CATEGORY, CUGDGuidance, CUGDModel, CUGDState, SamplingState
 
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = bridge.core("samplers").SAMPLER_CHOICES  # auto (the model's recommendation), ddpm, ddim
+SAMPLER_TOOLTIP = ("auto = the sampler the model's card recommends (DDIM for the pack's default model, else DDPM); "
+                   "ddpm = the authors' ancestral sampler; ddim = deterministic (no step noise).")
 
 
 def _outputs():
@@ -57,8 +59,7 @@ class CUGDSampler(io.ComfyNode):
                 io.Int.Input("steps", default=10, min=1, max=1000,
                              tooltip="Number of denoising steps, at most the schedule's length (10 for the "
                                      "released models); DDPM with all 10 is the authors' sampler."),
-                io.Combo.Input("sampler", options=list(SAMPLERS), default="ddpm",
-                               tooltip="ddpm = the authors' ancestral sampler; ddim = deterministic (no step noise)."),
+                io.Combo.Input("sampler", options=list(SAMPLERS), default="auto", tooltip=SAMPLER_TOOLTIP),
                 io.Int.Input("start_step", default=0, min=0, max=1000,
                              tooltip="First step to run; 0 = from pure noise at the highest noise level "
                                      "(a later start skips the noisiest steps)."),

@@ -52,7 +52,7 @@ def _sam(node_id="2"):
                       "inputs": {"sam_name": DEFAULT_SAM, "model_type": "auto", "device": "auto"}}}
 
 
-def _sampler(image, steps=10, sampler="ddpm", end_step=1000):
+def _sampler(image, steps=10, sampler="auto", end_step=1000):
     return {"class_type": "CUGD_Sampler",
             "inputs": {"model": ["3", 0], "image": image, "guidance": ["5", 0], "seed": 0, "steps": steps,
                        "sampler": sampler, "start_step": 0, "end_step": end_step, "tile_size": 0,
@@ -75,14 +75,15 @@ def _save(image, prefix, node_id="7"):
 WORKFLOWS: dict[str, dict] = {
     "cugd_basic": {
         "note": ABOUT + "\n\nThe two previews show the priors: the **semantic** map (regions) and the **structure** "
-                        "map (their boundaries). CUIE encodes them once; the sampler runs the authors' 10 DDPM steps.",
+                        "map (their boundaries). CUIE encodes them once; the sampler runs 10 steps with the sampler the model recommends "
+                        "(`auto`: DDIM for the pack's model; pick `ddpm` for the authors' ancestral sampler).",
         "prompt": {**_load(), **_pipeline(), "6": _sampler(["1", 0]), **_save(["6", 0], "CUGD/basic")},
     },
     "cugd_split_sampling": {
         "note": ABOUT + "\n\nSplit sampling: the sampler runs the first 4 of 10 DDPM steps (its preview shows the "
                         "estimate so far), then **DDIM Steps** finishes the trajectory deterministically in 3 "
                         "network calls instead of 6.",
-        "prompt": {**_load(), **_pipeline(), "6": _sampler(["1", 0], end_step=4),
+        "prompt": {**_load(), **_pipeline(), "6": _sampler(["1", 0], sampler="ddpm", end_step=4),
                    "10": {"class_type": "CUGD_DDIMSteps", "inputs": {"state": ["6", 1], "steps": 3}},
                    "11": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
                    **_save(["10", 0], "CUGD/split")},
@@ -108,7 +109,7 @@ WORKFLOWS: dict[str, dict] = {
                         "inputs to use other models; tile_size 0 tiles large images automatically.",
         "prompt": {**_load(),
                    "16": {"class_type": "CUGD_Enhance",
-                          "inputs": {"image": ["1", 0], "seed": 0, "steps": 10, "sampler": "ddpm",
+                          "inputs": {"image": ["1", 0], "seed": 0, "steps": 10, "sampler": "auto",
                                      "prior_mode": "fast", "tile_size": 0, "tile_overlap": 64}},
                    **_save(["16", 0], "CUGD/one_node")},
     },

@@ -12,7 +12,7 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from cugd_core import baselines
-from cugd_core.evaluate import (add_cli, evaluate_pairs, gt_mean_correct, image_metrics, list_pairs, psnr,
+from cugd_core.evaluate import (add_cli, evaluate_pairs, gt_mean_correct, image_metrics, list_pairs, per_image, psnr,
                                 rgb_to_gray_u8, ssim)
 from cugd_core.synth import LowLightRecipe, pair_rng, synthesize_pair
 
@@ -96,7 +96,7 @@ def test_gt_mean_correction_follows_gsad():
 
 def test_evaluate_pairs_from_folder_and_from_predict_fn(pairs_dir, tmp_path):
     fn = baselines.gain_gamma
-    by_fn = evaluate_pairs(pairs_dir, predict_fn=fn, save_pred=tmp_path / "pred", progress=False)
+    by_fn = evaluate_pairs(pairs_dir, predict_fn=per_image(fn), save_pred=tmp_path / "pred", progress=False)
     by_dir = evaluate_pairs(pairs_dir, pred_dir=tmp_path / "pred", progress=False)
     assert [r["name"] for r in by_fn.per_image] == ["a.png", "b.png", "c.png"]
     assert by_fn.per_image == by_dir.per_image
@@ -117,7 +117,7 @@ def test_evaluate_errors(pairs_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="no prediction for a.png"):
         evaluate_pairs(pairs_dir, pred_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="prediction is"):
-        evaluate_pairs(pairs_dir, predict_fn=lambda x: x[1:], progress=False)
+        evaluate_pairs(pairs_dir, predict_fn=lambda x, name: x[1:], progress=False)
     with pytest.raises(FileNotFoundError, match="expected low/ and high/"):
         list_pairs(tmp_path)
     (tmp_path / "low").mkdir()

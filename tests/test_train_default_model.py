@@ -26,6 +26,8 @@ def test_default_model_file_and_card():
     val = json.loads(meta["val"])
     assert {"psnr", "ssim_gray", "psnr_gtmean", "ssim_gray_gtmean"} <= set(val)
     assert (REPO / "models" / "README.md").is_file()
+    # the card recommends DDIM (it scores higher than DDPM for this model): what sampler "auto" picks
+    assert meta["cugd_sampler"] == "ddim" and load_denoiser(MODEL).preferred_sampler == "ddim"
 
 
 @pytest.mark.slow
