@@ -4,10 +4,9 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import comfy_bridge as bridge
+from .priors import MODES as PRIOR_MODES
 from .sampler import SAMPLER_TOOLTIP, SAMPLERS, tile_inputs
 from .types import CATEGORY, CUGDModel, SAMModel
-
-PRIOR_MODES = ("fast", "exact")
 
 
 class CUGDEnhance(io.ComfyNode):
