@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cugd_core.imageops import save_png_atomic  # noqa: E402
+from cugd_core.samplers import SAMPLER_CHOICES  # noqa: E402
 from cugd_core.synth import (LowLightRecipe, apply_low_light, pair_rng, sample_params,  # noqa: E402
                              shrink_to_max_side)
 
@@ -95,7 +96,9 @@ def make_gallery(path: Path, model_name: str | None, steps: int, seed: int, samp
     for label in ("gain+gamma", "CUGD"):
         scores[f"mean {label}"] = {k: round(float(np.mean([scores[n][label][k] for n in GALLERY])), 3)
                                    for k in ("psnr", "ssim_gray")}
-    return {"gallery": str(path), "model": model_name or "default", "steps": steps, "seed": seed, "sampler": sampler,
+    from cugd_core.samplers import resolve_sampler
+    return {"gallery": str(path), "model": model_name or "default", "steps": steps, "seed": seed,
+            "sampler": resolve_sampler(sampler, model),
             **scores}
 
 
@@ -107,7 +110,7 @@ def main() -> int:
     ap.add_argument("--model", help="CUGD model for the gallery (default: the shipped one)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
+    ap.add_argument("--sampler", choices=SAMPLER_CHOICES, default="auto", help="auto: what the model's card recommends")
     args = ap.parse_args()
     if args.gallery:
         print(json.dumps(make_gallery(Path(args.gallery), args.model, args.steps, args.seed, args.sampler), indent=1))
