@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cugd_core.imageops import save_png_atomic  # noqa: E402
-from cugd_core.samplers import SAMPLER_CHOICES  # noqa: E402
+from cugd_core.samplers import SAMPLER_CHOICES, resolve_sampler  # noqa: E402
 from cugd_core.synth import (LowLightRecipe, apply_low_light, pair_rng, sample_params,  # noqa: E402
                              shrink_to_max_side)
 
@@ -96,10 +96,8 @@ def make_gallery(path: Path, model_name: str | None, steps: int, seed: int, samp
     for label in ("gain+gamma", "CUGD"):
         scores[f"mean {label}"] = {k: round(float(np.mean([scores[n][label][k] for n in GALLERY])), 3)
                                    for k in ("psnr", "ssim_gray")}
-    from cugd_core.samplers import resolve_sampler
     return {"gallery": str(path), "model": model_name or "default", "steps": steps, "seed": seed,
-            "sampler": resolve_sampler(sampler, model),
-            **scores}
+            "sampler": resolve_sampler(sampler, model), **scores}
 
 
 def main() -> int:
