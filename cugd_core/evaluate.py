@@ -271,6 +271,7 @@ class ModelPredictor:
         """What the scores depend on beyond the pairs, for the result's protocol."""
         from .samplers import AUTO, resolve_sampler
         return {"sampler": resolve_sampler(self.kwargs.get("sampler", AUTO), self.denoiser),
+                "device": str(next(self.denoiser.parameters()).device),
                 "priors": "constant" if self.constant_priors else self.kwargs.get("prior_mode", "fast"),
                 "priors_from_cache": self.cached}
 
@@ -315,6 +316,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="with --model: SAM prior mode (PAIRS/priors/<mode>/low/ files are used when present)")
     p.add_argument("--no-priors", action="store_true",
                    help="with --model: hold the priors constant (the colour of a zero map), as train --no-priors")
+    p.add_argument("--device", default="auto", help="with --model: cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--summary", action="store_true", help="print only the mean row")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_cli)
@@ -327,6 +329,11 @@ def run_cli(args: argparse.Namespace) -> int:
         if args.model:
             kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("prior_mode", args.prior_mode),
                                     ("sampler", args.sampler)) if v is not None}
+            from .cli import CLIError, pick_device
+            try:
+                kw["device"] = pick_device(args.device)
+            except CLIError as e:
+                raise ValueError(str(e)) from None
             predict_fn = ModelPredictor(args.model, args.pairs, constant_priors=args.no_priors, **kw)
         elif args.baseline:
             from .baselines import get_baseline

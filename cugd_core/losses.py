@@ -65,6 +65,11 @@ class LossDraws:
     sampler1: torch.Tensor | None = None
     sampler2: torch.Tensor | None = None
 
+    def to(self, device) -> "LossDraws":
+        move = (lambda v: None if v is None else v.to(device, non_blocking=True))
+        return LossDraws(t=self.t, gamma=self.gamma, noise=move(self.noise),
+                         sampler1=move(self.sampler1), sampler2=move(self.sampler2))
+
 
 @dataclass
 class LossTerms:

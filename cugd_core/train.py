@@ -397,6 +397,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
                                          pin_memory=d.device.type == "cuda")
     loss_cfg = cfg.loss_config()
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda")
+    if d.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest conv kernels once
 
     def save(final_stats=None):
         rngs = _gather(rng_state(), d)
@@ -434,13 +436,25 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
     shape = (3, cfg.crop, cfg.crop)
     stats_sum, n_stats, t_log, steps_this_call = torch.zeros(len(STAT_NAMES)), 0, time.time(), 0
     last = {}
-    with _StopFlag() as stop:
-        it = iter(loader)
+    def draws_of(s: int, cpu_batch: dict):
+        u = loss_cfg.unrolled_at(s)
+        return draw(cfg.seed, s, cpu_batch["index"].tolist(), shape, unrolled=u,
+                    consistency=loss_cfg.use_consistency_map and u)
+
+    # The draws (CPU RNG, ~17M normals a step at batch 32, crop 128) of step s+1 are made in a thread
+    # while step s runs: `draw` is a pure function of (seed, step, ids), so nothing changes but the time.
+    from concurrent.futures import ThreadPoolExecutor
+    with _StopFlag() as stop, ThreadPoolExecutor(1, thread_name_prefix="cugd-draws") as pool:
+        it = iter(loader)  # StepBatches is endless: the look-ahead batch always exists
+        nxt = next(it)
+        pending = pool.submit(draws_of, step, nxt)
         while step < cfg.steps:
-            batch = {k: v.to(d.device, non_blocking=True) for k, v in next(it).items()}
+            cpu_batch, draws = nxt, pending.result()
+            nxt = next(it)
+            pending = pool.submit(draws_of, step + 1, nxt)
+            batch = {k: v.to(d.device, non_blocking=True) for k, v in cpu_batch.items()}
+            draws = draws.to(d.device)
             unrolled = loss_cfg.unrolled_at(step)
-            draws = draw(cfg.seed, step, batch["index"].tolist(), shape, unrolled=unrolled,
-                         consistency=loss_cfg.use_consistency_map and unrolled, device=d.device)
             with autocast:
                 total, stats = net({k: batch[k] for k in ARRAYS}, draws, unrolled)
             total.backward()

@@ -205,8 +205,9 @@ def test_cli_scores_a_model_with_fresh_or_cached_priors(pairs_dir, tmp_path, cap
         assert args.func(args) == 0
         return json.loads((tmp_path / name).read_text())
 
-    fresh = evaluate("ddim", "fresh.json")
+    fresh = evaluate("ddim", "fresh.json", "--device", "cpu")
     assert fresh["protocol"]["priors_from_cache"] == 0 and fresh["protocol"]["sampler"] == "ddim"
+    assert fresh["protocol"]["device"] == "cpu"
     args = ap.parse_args(["priors", "--data", str(pairs), "--split", "low", "--no-progress"])
     assert args.func(args) == 0
     assert len(list((pairs / "priors" / "fast" / "low").glob("*.png"))) == 6
@@ -219,3 +220,19 @@ def test_cli_scores_a_model_with_fresh_or_cached_priors(pairs_dir, tmp_path, cap
     constant = evaluate("ddim", "constant.json", "--no-priors")
     assert constant["protocol"]["priors"] == "constant" and constant["protocol"]["priors_from_cache"] == 0
     assert constant["per_image"] != cached["per_image"]
+
+
+def test_evaluate_cli_device_unavailable(pairs_dir, capsys, monkeypatch):
+    """--device cuda where CUDA is missing: a clear error (exit 2), before any model work."""
+    import argparse
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    from tests._paths import REPO
+    ap = argparse.ArgumentParser()
+    add_cli(ap.add_subparsers())
+    args = ap.parse_args(["evaluate", "--pairs", str(pairs_dir), "--model", str(REPO / "models" / "cugd_default.safetensors"),
+                          "--device", "cuda", "--quiet"])
+    assert args.func(args) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
