@@ -215,10 +215,10 @@ def run_baselines(pairs_dir: str | os.PathLike, names: tuple[str, ...] | None = 
 
 def baseline_table(results: dict) -> str:
     """One row per method (mean scores), as printed by `bench/baselines.py`."""
-    from .evaluate import METRICS, NO_REFERENCE, fmt_score
-    cols = METRICS + NO_REFERENCE
-    head = f"{'method':<14}{'n':>5}" + "".join(f"{k:>17}" for k in cols)
+    from .evaluate import COLUMNS, fmt_score
+    head = f"{'method':<14}{'n':>5}" + "".join(f"{k:>17}" for k in COLUMNS)
     rows = [head, "-" * len(head)]
     for name, r in results.items():
-        rows.append(f"{name:<14}{len(r.per_image):>5}" + "".join(f"{fmt_score(r.mean[k]):>17}" for k in cols))
+        mean = r.mean
+        rows.append(f"{name:<14}{len(r.per_image):>5}" + "".join(f"{fmt_score(mean[k]):>17}" for k in COLUMNS))
     return "\n".join(rows)

@@ -49,6 +49,7 @@ ImageFn = Callable[[np.ndarray], np.ndarray]  # dark uint8 [H,W,3] -> prediction
 PredictFn = Callable[[np.ndarray, str], np.ndarray]  # (dark uint8, the pair's file name) -> prediction
 METRICS = ("psnr", "ssim_gray", "ssim_rgb", "psnr_gtmean", "ssim_gray_gtmean", "ssim_rgb_gtmean")
 NO_REFERENCE = ("niqe",)  # of the prediction alone; None where the image is too small
+COLUMNS = METRICS + NO_REFERENCE  # of every score table
 NOT_AVAILABLE = {
     "lpips": "not computed: LPIPS needs AlexNet/VGG backbone weights that no registry package ships "
              "(the lpips package downloads them at run time)",
@@ -201,15 +202,15 @@ class EvalResult:
                 "per_image": self.per_image, **NOT_AVAILABLE}
 
     def table(self, per_image: bool = True) -> str:
-        cols = METRICS + NO_REFERENCE
-        head = f"{'image':<24}" + "".join(f"{k:>17}" for k in cols)
+        head = f"{'image':<24}" + "".join(f"{k:>17}" for k in COLUMNS)
         rows = [head, "-" * len(head)]
         if per_image:
-            rows += [f"{r['name'][:24]:<24}" + "".join(f"{fmt_score(r.get(k)):>17}" for k in cols)
+            rows += [f"{r['name'][:24]:<24}" + "".join(f"{fmt_score(r.get(k)):>17}" for k in COLUMNS)
                      for r in self.per_image]
             rows.append("-" * len(head))
+        mean = self.mean
         rows.append(f"{'mean (' + str(len(self.per_image)) + ')':<24}"
-                    + "".join(f"{fmt_score(v):>17}" for v in self.mean.values()))
+                    + "".join(f"{fmt_score(mean[k]):>17}" for k in COLUMNS))
         return "\n".join(rows)
 
 

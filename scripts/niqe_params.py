@@ -9,7 +9,8 @@ different, self-trained model, `frames_modelparameters.mat`, so it is not used.)
 
     python scripts/niqe_params.py params      # pip-download the sdist, check its sha256, write
                                               # cugd_core/data/niqe_pris_params.npz (arrays only)
-    python scripts/niqe_params.py reference   # BasicSR's own calculate_niqe on the repo's images
+    python scripts/niqe_params.py reference   # BasicSR's own NIQE (calculate_niqe, and its core
+                                              # in float64) on the repo's images
                                               # -> tests/fixtures/niqe_basicsr.json
 
 `reference` runs BasicSR's code from the unpacked sdist (it is not copied into this repository)
@@ -36,7 +37,7 @@ SDIST_SHA256 = "b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e31301e87
 MEMBER = "basicsr-1.4.2/basicsr/metrics/niqe_pris_params.npz"
 PARAMS = ROOT / "cugd_core" / "data" / "niqe_pris_params.npz"
 FIXTURE = ROOT / "tests" / "fixtures" / "niqe_basicsr.json"
-# CC0 photos of the repo (assets/README.md) and the shipped model's output on one of them.
+# CC0 photos of the repo (assets/README.md) and the shipped model's before/after of one of them.
 IMAGES = ("assets/sample_dark.png", "assets/sample_bright.png", "docs/sample_before_after.png")
 
 

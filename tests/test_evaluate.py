@@ -12,8 +12,8 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from cugd_core import baselines
-from cugd_core.evaluate import (METRICS, add_cli, evaluate_pairs, gt_mean_correct, image_metrics, list_pairs, per_image, psnr,
-                                rgb_to_gray_u8, ssim)
+from cugd_core.evaluate import (METRICS, add_cli, evaluate_pairs, gt_mean_correct, image_metrics, list_pairs,
+                                per_image, psnr, rgb_to_gray_u8, ssim)
 from cugd_core.synth import LowLightRecipe, pair_rng, synthesize_pair
 
 
