@@ -19,10 +19,13 @@ class Attention(nn.Module):
     Args:
         channels: C.
         groups: GroupNorm groups (the UNet's `norm_groups`; 32 inside CUIE).
+        kv_grid: 0 (every position is a key, the authors'), or keys and values average-pooled to at
+            most `kv_grid` x `kv_grid` positions (`CUGDConfig.attn_kv_grid`): linear cost in H*W.
     """
 
-    def __init__(self, channels: int, groups: int):
+    def __init__(self, channels: int, groups: int, kv_grid: int = 0):
         super().__init__()
+        self.kv_grid = int(kv_grid)
         self.norm = nn.GroupNorm(groups, channels)
         self.q = nn.Conv2d(channels, channels, 1, bias=False)
         self.k = nn.Conv2d(channels, channels, 1, bias=False)
@@ -36,8 +39,13 @@ class Attention(nn.Module):
         q_src = n if guidance is None else self.norm(guidance)
         if q_src.shape != x.shape:
             raise ValueError(f"cross-attention guidance {tuple(q_src.shape)} must match features {tuple(x.shape)}")
+        kv_src = n
+        if self.kv_grid and (h > self.kv_grid or w > self.kv_grid):
+            # k and v are 1x1 convs without bias, so pooling their input equals pooling them
+            kv_src = F.adaptive_avg_pool2d(n, (min(h, self.kv_grid), min(w, self.kv_grid)))
         # [B,C,H,W] -> [B,1,HW,C]: one head, tokens = positions
-        q, k, v = (t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous() for t in (self.q(q_src), self.k(n), self.v(n)))
+        q, k, v = (t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
+                   for t in (self.q(q_src), self.k(kv_src), self.v(kv_src)))
         # contiguous q/k/v: the CPU flash kernel (O(tokens) memory) needs a unit last stride; otherwise
         # SDPA silently falls back to the math path and materialises the [HW, HW] matrix.
         # fp32 keeps the flash kernel: blocked fp32 GEMMs + softmax took 1.3-1.7x its CPU time at

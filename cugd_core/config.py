@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 AUTHORS_KEYS = ("in_channel", "out_channel", "inner_channel", "norm_groups", "channel_multiplier",
                 "attn_res", "image_size", "res_blocks", "dropout")
+# our own fields: their defaults are the authors' network, so their checkpoints and fixtures are unchanged
+OWN_KEYS = ("with_uncertainty_head", "attn_kv_grid", "cond_exposure")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,14 @@ class CUGDConfig:
     res_blocks: int = 2
     dropout: float = 0.0
     with_uncertainty_head: bool = field(default=True, compare=False)
+    # Keys and values of every attention average-pooled to at most this many positions per side
+    # (0: all H*W positions, the authors'). The cost then grows linearly with the pixels and the
+    # attention sees the same number of keys at any size as on its training crops.
+    attn_kv_grid: int = 0
+    # Linear-light mean that the dark condition is scaled to before the network (0: off, the
+    # authors'); one gain per image (`exposure.normalise_condition`), so the network starts from a
+    # normal exposure instead of guessing the brightness from x0.02..x0.25.
+    cond_exposure: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_multiplier", tuple(int(m) for m in self.channel_multiplier))
@@ -55,6 +65,10 @@ class CUGDConfig:
                             f"(attention only at level 2, where CUIE's guidance fits), got {list(self.attn_res)}")
         if self.res_blocks < 1:
             problems.append("res_blocks must be >= 1")
+        if self.attn_kv_grid < 0:
+            problems.append(f"attn_kv_grid must be >= 0 (0 = full attention), got {self.attn_kv_grid}")
+        if not 0.0 <= self.cond_exposure < 1.0:
+            problems.append(f"cond_exposure must be in [0, 1) (0 = off), got {self.cond_exposure}")
         if problems:
             raise ValueError("invalid CUGD config: " + "; ".join(problems))
 
@@ -91,13 +105,13 @@ class CUGDConfig:
             unet = dict(model.get("unet", {}))
             unet.setdefault("image_size", model.get("diffusion", {}).get("image_size", 128))
             cfg = unet
-        unknown = set(cfg) - set(AUTHORS_KEYS) - {"with_uncertainty_head"}
+        unknown = set(cfg) - set(AUTHORS_KEYS) - set(OWN_KEYS)
         if unknown:
             raise ValueError(f"unknown config keys {sorted(unknown)}; expected the authors' vocabulary "
-                             f"{list(AUTHORS_KEYS)}")
-        kw = {k: cfg[k] for k in AUTHORS_KEYS if k in cfg and cfg[k] is not None}
-        if "with_uncertainty_head" in cfg:
-            kw["with_uncertainty_head"] = bool(cfg["with_uncertainty_head"])
+                             f"{list(AUTHORS_KEYS)} or {list(OWN_KEYS)}")
+        kw = {k: cfg[k] for k in AUTHORS_KEYS + OWN_KEYS if k in cfg and cfg[k] is not None}
+        if "with_uncertainty_head" in kw:
+            kw["with_uncertainty_head"] = bool(kw["with_uncertainty_head"])
         return cls(**kw)
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,9 +32,10 @@ class CUIE(nn.Module):
         c0 = config.inner_channel
         self.conv_query1 = _prior_stem(c0)  # edge (structure) branch
         self.conv_query2 = _prior_stem(c0)  # semantic branch
-        self.atten_q1q1 = Attention(c0, CUIE_GROUPS)
-        self.atten_q2q2 = Attention(c0, CUIE_GROUPS)
-        self.atten_q1q2 = Attention(c0, CUIE_GROUPS)
+        kv = config.attn_kv_grid
+        self.atten_q1q1 = Attention(c0, CUIE_GROUPS, kv)
+        self.atten_q2q2 = Attention(c0, CUIE_GROUPS, kv)
+        self.atten_q1q2 = Attention(c0, CUIE_GROUPS, kv)
         self.conv_query3 = nn.Sequential(nn.Conv2d(3 * c0, config.guidance_channels, 3, padding=1), nn.Sigmoid())
 
     def forward(self, edge: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from .evaluate import list_pairs
+from .exposure import apply_gain, condition_gain
 from .imageops import load_image
 
 SIDES = ("low", "high")
@@ -93,14 +94,16 @@ class PairDataset(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, *, prior_mode: str = "fast", crop: int = 96, flip: bool = True,
-                 seed: int = 0, constant_priors: bool = False, cache: bool = True):
+                 seed: int = 0, constant_priors: bool = False, cache: bool = True, cond_exposure: float = 0.0,
+                 sides: Sequence[str] = SIDES):
         if prior_mode not in PRIOR_MODES:
             raise ValueError(f"prior_mode must be one of {PRIOR_MODES}, got {prior_mode!r}")
         self.root, self.prior_mode, self.crop, self.flip = Path(root), prior_mode, int(crop), flip
         self.seed, self.constant_priors, self.cache = int(seed), constant_priors, cache
+        self.cond_exposure, self.sides = float(cond_exposure), tuple(sides)
         self.names = [n for n, _, _ in list_pairs(root)]
         if not constant_priors:
-            missing = missing_priors(root, prior_mode)
+            missing = missing_priors(root, prior_mode, self.sides)
             if missing:
                 raise FileNotFoundError(f"{len(missing)} pairs of {root} have no {prior_mode} priors "
                                         f"(e.g. {missing[:3]}); compute the priors cache first")
@@ -112,7 +115,11 @@ class PairDataset(Dataset):
     def arrays(self, index: int) -> dict[str, np.ndarray]:
         a = self._memo.get(index)
         if a is None:
-            a = load_pair(self.root, self.names[index], self.prior_mode, constant_priors=self.constant_priors)
+            a = load_pair(self.root, self.names[index], self.prior_mode, constant_priors=self.constant_priors,
+                          sides=self.sides)
+            if self.cond_exposure > 0:  # the gain of the whole image, as at inference (not of the crop)
+                low = to_tensors({"low": a["low"]})["low"][None]
+                a["gain"] = condition_gain(low, self.cond_exposure)
             h, w = a["low"].shape[:2]
             if h < self.crop or w < self.crop:
                 raise ValueError(f"{self.names[index]} is {h}x{w}, smaller than the {self.crop}px crop; "
@@ -130,9 +137,13 @@ class PairDataset(Dataset):
         flip = self.flip and bool(rng.random() < 0.5)
         out = {}
         for k in ARRAYS:
+            if k not in a:  # the normal-light side's priors when the loss does not read them
+                continue
             c = a[k][y:y + self.crop, x:x + self.crop]
             out[k] = c[:, ::-1] if flip else c
         item = to_tensors(out)
+        if "gain" in a:
+            item["low"] = apply_gain(item["low"][None], a["gain"])[0]
         item["index"] = torch.tensor(int(index))
         return item
 

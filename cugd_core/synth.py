@@ -87,9 +87,13 @@ class LowLightRecipe:
     read_noise_std: float = 0.26
     noise: bool = True
     poisson: bool = True
+    noise_scale: float = 1.0  # multiplies the std of both noise parts (variance a x + b -> s^2 (a x + b))
+    read_scale: float = 1.0  # multiplies the std of the read part only (b -> s^2 b)
+    srgb_gamma: tuple[float, float] | None = None  # darken as v**g in sRGB (no linear light, no exposure)
+    jpeg_quality: tuple[int, int] | None = None  # JPEG-compress the low image at a quality drawn uniformly
 
     def __post_init__(self) -> None:
-        for name in ("exposure", "wb_gain", "shot_noise"):
+        for name in ("exposure", "wb_gain", "shot_noise") + (("srgb_gamma",) if self.srgb_gamma else ()):
             lo, hi = (float(v) for v in getattr(self, name))
             object.__setattr__(self, name, (lo, hi))
             if not (0.0 < lo <= hi) or not math.isfinite(hi):
@@ -99,6 +103,15 @@ class LowLightRecipe:
             raise ValueError(f"LowLightRecipe.exposure must darken (high end <= 1), got {self.exposure}")
         if self.read_noise_std < 0:
             raise ValueError("LowLightRecipe.read_noise_std must be >= 0")
+        if self.noise_scale < 0 or self.read_scale < 0:
+            raise ValueError("LowLightRecipe.noise_scale and read_scale must be >= 0")
+        if self.srgb_gamma and self.srgb_gamma[0] < 1.0:
+            raise ValueError(f"LowLightRecipe.srgb_gamma must darken (>= 1), got {self.srgb_gamma}")
+        if self.jpeg_quality is not None:
+            q = tuple(int(v) for v in self.jpeg_quality)
+            if not 1 <= q[0] <= q[1] <= 100:
+                raise ValueError(f"LowLightRecipe.jpeg_quality must be (low, high) within 1..100, got {q}")
+            object.__setattr__(self, "jpeg_quality", q)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -106,6 +119,34 @@ class LowLightRecipe:
     @classmethod
     def from_dict(cls, d: dict) -> "LowLightRecipe":
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# Named recipes (`synth --preset`): the training default, and the shifts a model must survive
+# (issue 20): sRGB gamma darkening without noise, brighter exposures, 10x less noise, 2x read noise,
+# JPEG artefacts. "mix" draws one of them per image (`MIX_WEIGHTS`), for training on their variety.
+PRESETS: dict[str, LowLightRecipe] = {
+    "default": LowLightRecipe(),
+    "gamma": LowLightRecipe(noise=False, wb_gain=(1.0, 1.0), srgb_gamma=(2.0, 4.0)),
+    "bright": LowLightRecipe(exposure=(0.1, 0.5)),
+    "lownoise": LowLightRecipe(noise_scale=0.1),
+    "readnoise2x": LowLightRecipe(read_scale=2.0),
+    "jpeg": LowLightRecipe(jpeg_quality=(50, 90)),
+}
+MIX_WEIGHTS: dict[str, float] = {"default": 0.35, "gamma": 0.1, "bright": 0.15, "lownoise": 0.15,
+                                 "readnoise2x": 0.1, "jpeg": 0.15}
+PRESET_CHOICES = tuple(PRESETS) + ("mix",)
+
+
+def preset_of(name: str, preset: str, seed: int) -> str:
+    """The preset an image gets: `preset` itself, or for "mix" one drawn from its own generator
+    (keyed by seed and name, apart from the recipe's draws, so each preset's stream is unchanged)."""
+    if preset != "mix":
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESET_CHOICES)}")
+        return preset
+    names = list(MIX_WEIGHTS)
+    p = np.array([MIX_WEIGHTS[n] for n in names])
+    return names[int(pair_rng(seed, "mix:" + name).choice(len(names), p=p / p.sum()))]
 
 
 @dataclass(frozen=True)
@@ -118,9 +159,11 @@ class LowLightParams:
     wb_b: float
     shot_noise: float
     read_noise: float
+    gamma: float | None = None
+    jpeg_quality: int | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
@@ -136,7 +179,11 @@ def sample_params(rng: np.random.Generator, recipe: LowLightRecipe) -> LowLightP
     log_shot = math.log(_log_uniform(rng, recipe.shot_noise))
     log_read = (recipe.read_noise_slope * log_shot + recipe.read_noise_intercept
                 + recipe.read_noise_std * float(rng.standard_normal()))
-    return LowLightParams(exposure, wb_r, wb_b, math.exp(log_shot), math.exp(log_read))
+    # draws of the optional steps come after, so a recipe without them draws exactly as before
+    gamma = _log_uniform(rng, recipe.srgb_gamma) if recipe.srgb_gamma else None
+    jpeg = int(rng.integers(recipe.jpeg_quality[0], recipe.jpeg_quality[1] + 1)) if recipe.jpeg_quality else None
+    s2, r2 = recipe.noise_scale ** 2, recipe.read_scale ** 2
+    return LowLightParams(exposure, wb_r, wb_b, math.exp(log_shot) * s2, math.exp(log_read) * s2 * r2, gamma, jpeg)
 
 
 def darken_linear(linear: np.ndarray, params: LowLightParams) -> np.ndarray:
@@ -149,6 +196,8 @@ def add_sensor_noise(x: np.ndarray, params: LowLightParams, rng: np.random.Gener
                      poisson: bool = True) -> np.ndarray:
     """Poisson-Gaussian noise on linear `x` in [0, 1]: mean `x`, variance `a x + b`; clipped to [0, 1]."""
     a, b = params.shot_noise, params.read_noise
+    if a <= 0:
+        poisson, a = False, 0.0
     if poisson:
         shot = a * rng.poisson(x / a).astype(np.float64)
     else:
@@ -160,10 +209,25 @@ def apply_low_light(image_u8: np.ndarray, params: LowLightParams, rng: np.random
                     recipe: LowLightRecipe = LowLightRecipe()) -> np.ndarray:
     """Darken one uint8 RGB image `[H,W,3]` with given parameters; `rng` draws the noise."""
     image_u8 = _check_rgb_u8(image_u8)
-    x = darken_linear(srgb_to_linear(image_u8 / 255.0), params)
+    if params.gamma is not None:  # display-space darkening (a common synthetic recipe), in linear for the noise
+        x = srgb_to_linear(np.power(image_u8 / 255.0, params.gamma))
+    else:
+        x = darken_linear(srgb_to_linear(image_u8 / 255.0), params)
     if recipe.noise:
         x = add_sensor_noise(x, params, rng, poisson=recipe.poisson)
-    return to_u8(linear_to_srgb(x))
+    low = to_u8(linear_to_srgb(x))
+    return low if params.jpeg_quality is None else jpeg_roundtrip(low, params.jpeg_quality)
+
+
+def jpeg_roundtrip(image_u8: np.ndarray, quality: int) -> np.ndarray:
+    """Encode as JPEG (4:2:0, Pillow's encoder) at `quality` and decode: a camera's or a website's artefacts."""
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(image_u8).save(buf, format="JPEG", quality=int(quality))
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 def synthesize_pair(image_u8: np.ndarray, rng: np.random.Generator,
@@ -260,7 +324,7 @@ class SynthReport:
 
 def _make_one(job: tuple[str, str, str, int, dict, int | None]) -> tuple[str, dict | None, str | None]:
     """Worker: make one pair. Returns (name, params, error)."""
-    src, name, out, seed, recipe_d, max_side = job
+    src, name, out, seed, recipe_d, max_side, preset = job
     try:
         high = shrink_to_max_side(load_image(src), max_side)
     except Exception as e:  # corrupt / unsupported file: report, keep going
@@ -271,7 +335,7 @@ def _make_one(job: tuple[str, str, str, int, dict, int | None]) -> tuple[str, di
     low = apply_low_light(high, params, rng, recipe)
     save_png_atomic(high, Path(out) / "high" / name)
     save_png_atomic(low, Path(out) / "low" / name)
-    return name, params.to_dict(), None
+    return name, {**params.to_dict(), **({"preset": preset} if preset else {})}, None
 
 
 def _write_json_atomic(obj: dict, path: Path) -> None:
@@ -281,14 +345,20 @@ def _write_json_atomic(obj: dict, path: Path) -> None:
 def synth_folder(photos: Sequence[str | os.PathLike], out: str | os.PathLike, *, seed: int = 0,
                  recipe: LowLightRecipe = LowLightRecipe(), max_side: int | None = None,
                  recursive: bool = False, workers: int = 1, overwrite: bool = False,
-                 progress: bool = True) -> SynthReport:
-    """Make `out/low/NAME.png` and `out/high/NAME.png` for every photo (see the module docstring)."""
+                 progress: bool = True, preset: str | None = None) -> SynthReport:
+    """Make `out/low/NAME.png` and `out/high/NAME.png` for every photo (see the module docstring).
+
+    preset: a name of `PRESET_CHOICES` instead of `recipe` ("mix": one preset drawn per image,
+    recorded in the manifest's per-image params).
+    """
     if seed < 0:
         raise ValueError("seed must be >= 0")
     jobs = list_photos(photos, recursive)
     out = Path(out)
     settings = {"version": MANIFEST_VERSION, "seed": int(seed), "max_side": max_side or None,
-                "recipe": recipe.to_dict()}
+                "recipe": recipe.to_dict() if preset is None else {"preset": preset}}
+    if preset is not None:
+        preset_of("", preset, seed)  # an unknown name fails before anything is written
     manifest_path = out / MANIFEST
     old_params: dict[str, dict] = {}
     if manifest_path.is_file() and not overwrite:
@@ -309,7 +379,9 @@ def synth_folder(photos: Sequence[str | os.PathLike], out: str | os.PathLike, *,
             if name in old_params:
                 report.params[name] = old_params[name]
         else:
-            todo.append((str(src), name, str(out), int(seed), recipe.to_dict(), max_side or None))
+            p = None if preset is None else preset_of(name, preset, seed)
+            r = recipe if p is None else PRESETS[p]
+            todo.append((str(src), name, str(out), int(seed), r.to_dict(), max_side or None, p))
 
     from tqdm import tqdm
     bar = tqdm(total=len(todo), desc="synth", unit="img", disable=not progress)
@@ -340,6 +412,12 @@ def _collect(report: SynthReport, result: tuple[str, dict | None, str | None], b
 
 
 # -- CLI -----------------------------------------------------------------------------------------
+def _describe(r: LowLightRecipe) -> str:
+    """A preset's departures from the default recipe, for --help."""
+    base = LowLightRecipe().to_dict()
+    diff = {k: v for k, v in r.to_dict().items() if base.get(k) != v}
+    return ", ".join(f"{k}={v}" for k, v in diff.items()) or "the default ranges"
+
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `synth` on the CLI's subparsers; the handler is `args.func(args) -> exit code`."""
     d = LowLightRecipe()
@@ -354,6 +432,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     p.add_argument("--workers", type=int, default=1, help="processes")
     p.add_argument("--overwrite", action="store_true", help="remake existing pairs")
+    p.add_argument("--preset", choices=PRESET_CHOICES,
+                   help="a named recipe (" + "; ".join(f"{k}: {_describe(v)}" for k, v in PRESETS.items())
+                   + "; mix: one of them per image) instead of the range options below")
     p.add_argument("--exposure", type=float, nargs=2, default=d.exposure, metavar=("MIN", "MAX"),
                    help="exposure gain range in linear light")
     p.add_argument("--wb-gain", type=float, nargs=2, default=d.wb_gain, metavar=("MIN", "MAX"),
@@ -376,7 +457,7 @@ def run_cli(args: argparse.Namespace) -> int:
                                 shot_noise=tuple(args.shot_noise), read_noise_std=args.read_noise_std,
                                 noise=not args.no_noise, poisson=not args.gaussian_noise)
         report = synth_folder(args.photos, args.out, seed=args.seed, recipe=recipe,
-                              max_side=args.max_side, recursive=args.recursive,
+                              max_side=args.max_side, recursive=args.recursive, preset=args.preset,
                               workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
     except (ValueError, FileNotFoundError) as e:
         print(f"synth: error: {e}", file=sys.stderr)

@@ -40,6 +40,7 @@ from torch import nn
 
 from .atomic import atomic_path, write_json_atomic
 from .config import CUGDConfig
+from .exposure import normalise_condition
 from .data import ARRAYS, PRIOR_MODES, SIDES, PairDataset, StepBatches, load_pair, missing_priors, to_tensors
 from .losses import LossConfig, compute_loss, draw
 from .schedule import RELEASED_SCHEDULE
@@ -177,7 +178,9 @@ def build_model(cfg: TrainConfig) -> CUGDDenoiser:
     if cfg.init:
         from .weights import load_denoiser
         src = load_denoiser(cfg.init)
-        if dataclasses.replace(src.config, with_uncertainty_head=False) != config:
+        # attn_kv_grid and cond_exposure change no tensor: a model may be fine-tuned into them
+        same_tensors = dict(with_uncertainty_head=False, attn_kv_grid=0, cond_exposure=0.0)
+        if dataclasses.replace(src.config, **same_tensors) != dataclasses.replace(config, **same_tensors):
             raise ValueError(f"--init {cfg.init} has config {src.config.to_dict()}, not the run's {config.to_dict()}")
         missing, _ = model.load_state_dict(src.state_dict(), strict=False)
         if [k for k in missing if ".res_block.mlp." not in k]:
@@ -286,13 +289,19 @@ def validate(model: CUGDDenoiser, root: str | os.PathLike, names: list[str], *, 
         a = load_pair(root, name, prior_mode, constant_priors=constant_priors, sides=("low",))
         h, w = a["low"].shape[:2]
         t = {k: v.unsqueeze(0).to(device) for k, v in to_tensors(a).items()}
-        x = sample(model, pad_to_multiple(t["low"]), pad_to_multiple(t["low_edge"]),
+        low = normalise_condition(t["low"], model.config.cond_exposure)
+        x = sample(model, pad_to_multiple(low), pad_to_multiple(t["low_edge"]),
                    pad_to_multiple(t["low_semantic"]), steps=len(RELEASED_SCHEDULE), sampler="ddpm", seed=seed)
         rows.append(image_metrics(to_uint8(crop(x, h, w).float()), a["high"]))
     return {k: float(np.mean([r[k] for r in rows])) for k in METRICS} | {"count": len(rows)}
 
 
 # -- priors ------------------------------------------------------------------------------------------
+def prior_sides(loss: LossConfig) -> tuple[str, ...]:
+    """Sides whose priors the loss reads: the normal-light side only for the SAM-difference weight."""
+    return SIDES if loss.use_sam_weight else ("low",)
+
+
 def ensure_priors(root: str | os.PathLike, mode: str, d: Dist, *, sides=SIDES, poll_s: float = 5.0) -> None:
     """Compute the missing priors of a paired folder (rank 0; the others wait for the files).
 
@@ -358,7 +367,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
         if ckpt_path.exists() and not resume:
             raise FileExistsError(f"{out} already holds a run ({ckpt_path}); resume it or choose another --out")
     if not cfg.constant_priors:
-        ensure_priors(cfg.data, cfg.prior_mode, d)
+        ensure_priors(cfg.data, cfg.prior_mode, d, sides=prior_sides(cfg.loss_config()))
     val_names: list[str] = []
     if cfg.val_data and cfg.val_every > 0 and cfg.val_count > 0 and d.main:
         from .evaluate import list_pairs
@@ -390,12 +399,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
     else:
         net = LossModule(model, cfg.loss_config(), cfg.batch_size)
 
+    loss_cfg = cfg.loss_config()
     dataset = PairDataset(cfg.data, prior_mode=cfg.prior_mode, crop=cfg.crop, seed=cfg.seed,
-                          constant_priors=cfg.constant_priors)
+                          constant_priors=cfg.constant_priors, cond_exposure=model.config.cond_exposure,
+                          sides=prior_sides(loss_cfg))
     batches = StepBatches(len(dataset), cfg.batch_size, world=d.world, rank=d.rank, seed=cfg.seed, start_step=step)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
                                          pin_memory=d.device.type == "cuda")
-    loss_cfg = cfg.loss_config()
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda")
     if d.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest conv kernels once
@@ -456,7 +466,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
             draws = draws.to(d.device)
             unrolled = loss_cfg.unrolled_at(step)
             with autocast:
-                total, stats = net({k: batch[k] for k in ARRAYS}, draws, unrolled)
+                total, stats = net({k: batch[k] for k in ARRAYS if k in batch}, draws, unrolled)
             total.backward()
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
@@ -564,6 +574,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--res-blocks", type=int, default=m.res_blocks)
     g.add_argument("--norm-groups", type=int, default=m.norm_groups)
     g.add_argument("--image-size", type=int, default=m.image_size, help="nominal; attention at image_size/4")
+    g.add_argument("--attn-kv-grid", type=int, default=m.attn_kv_grid, metavar="N",
+                   help="pool attention keys/values to at most NxN positions (0: all, the authors')")
+    g.add_argument("--cond-exposure", type=float, default=m.cond_exposure, metavar="MEAN",
+                   help="scale the dark condition to this linear-light mean before the network (0: off)")
     g.add_argument("--init", metavar="WEIGHTS", help="fine-tune from these weights (their config must match)")
     g = p.add_argument_group("loss (SPEC 6.2; lambda values are unpublished)")
     g.add_argument("--noise-weight", type=float, default=lc.noise_weight, help="lambda1")
@@ -595,7 +609,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     model = {"inner_channel": a.inner_channel, "channel_multiplier": a.channel_multiplier,
              "res_blocks": a.res_blocks, "norm_groups": a.norm_groups, "image_size": a.image_size,
-             "attn_res": [a.image_size // 4], "dropout": 0.0}
+             "attn_res": [a.image_size // 4], "dropout": 0.0, "attn_kv_grid": a.attn_kv_grid,
+             "cond_exposure": a.cond_exposure}
     loss = dataclasses.asdict(LossConfig(noise_weight=a.noise_weight, photo_weight=a.photo_weight,
                                          use_consistency_map=a.consistency_map, use_sam_weight=not a.no_sam_weight,
                                          use_timestep_scale=a.timestep_scale, ssim=not a.no_ssim,

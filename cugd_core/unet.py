@@ -89,12 +89,12 @@ class ResBlock(nn.Module):
 class ResBlockAttn(nn.Module):
     """ResBlock, then (optionally) attention; `cross=True` takes queries from the CUIE guidance."""
 
-    def __init__(self, cin, cout, emb_dim, groups, dropout, attn: bool, cross: bool = False):
+    def __init__(self, cin, cout, emb_dim, groups, dropout, attn: bool, cross: bool = False, kv_grid: int = 0):
         super().__init__()
         self.res_block = ResBlock(cin, cout, emb_dim, groups, dropout)
         self.cross = cross
         if attn:
-            self.attn = Attention(cout, groups)
+            self.attn = Attention(cout, groups, kv_grid)
 
     def forward(self, x, emb, guidance=None):
         x = self.res_block(x, emb)
@@ -136,7 +136,8 @@ class CUGDDenoiser(nn.Module):
     def __init__(self, config: CUGDConfig):
         super().__init__()
         self.config = config
-        c0, g, p, r = config.inner_channel, config.norm_groups, config.dropout, config.res_blocks
+        c0, g, p, r, kv = (config.inner_channel, config.norm_groups, config.dropout, config.res_blocks,
+                           config.attn_kv_grid)
         levels = config.num_levels
         self.noise_level_mlp = nn.Sequential(NoiseLevelEncoding(c0), nn.Linear(c0, 4 * c0), nn.SiLU(),
                                              nn.Linear(4 * c0, c0))
@@ -147,20 +148,20 @@ class CUGDDenoiser(nn.Module):
         for i in range(levels):
             cout, attn = config.level_channels(i), config.level_has_attention(i)
             for j in range(r):
-                downs.append(ResBlockAttn(ch, cout, c0, g, p, attn, cross=attn and j == 0))
+                downs.append(ResBlockAttn(ch, cout, c0, g, p, attn, cross=attn and j == 0, kv_grid=kv))
                 skip_ch.append(cout)
                 ch = cout
             if i < levels - 1:
                 downs.append(Downsample(ch))
                 skip_ch.append(ch)
         self.downs = nn.ModuleList(downs)
-        self.mid = nn.ModuleList([ResBlockAttn(ch, ch, c0, g, p, attn=True),
+        self.mid = nn.ModuleList([ResBlockAttn(ch, ch, c0, g, p, attn=True, kv_grid=kv),
                                   ResBlockAttn(ch, ch, c0, g, p, attn=False)])
         ups: list[nn.Module] = []
         for i in reversed(range(levels)):
             cout, attn = config.level_channels(i), config.level_has_attention(i)
             for j in range(r + 1):
-                ups.append(ResBlockAttn(ch + skip_ch.pop(), cout, c0, g, p, attn, cross=attn and j == 0))
+                ups.append(ResBlockAttn(ch + skip_ch.pop(), cout, c0, g, p, attn, cross=attn and j == 0, kv_grid=kv))
                 ch = cout
             if i > 0:
                 ups.append(Upsample(ch))
