@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cugd_core.synth import (LowLightParams, LowLightRecipe, add_cli, apply_low_light, linear_to_srgb,
-                             list_photos, pair_rng, sample_params, srgb_to_linear, synth_folder,
-                             synthesize_pair)
+from cugd_core.synth import (MIX_WEIGHTS, PRESETS, LowLightParams, LowLightRecipe, add_cli, apply_low_light,
+                             jpeg_roundtrip, linear_to_srgb, list_photos, pair_rng, preset_of, sample_params,
+                             srgb_to_linear, synth_folder, synthesize_pair)
 
 
 def _photos():
@@ -215,3 +216,42 @@ def test_cli(photo_dir, tmp_path, capsys):
     bad = ap.parse_args(["synth", "--photos", str(tmp_path / "nope"), "--out", str(out), "--quiet"])
     assert bad.func(bad) == 2
     assert "photo folder not found" in capsys.readouterr().err
+
+
+# -- named presets (issue 20: darkening the model was not trained on) ----------------------------------
+def test_presets_each_make_their_kind_of_darkening(photo_dir):
+    img = _photos()["coffee.jpg"]
+    lows = {name: synthesize_pair(img, pair_rng(3, "coffee.png"), r) for name, r in PRESETS.items()}
+    # the default preset is the default recipe, draw for draw
+    assert np.array_equal(lows["default"], synthesize_pair(img, pair_rng(3, "coffee.png")))
+    # sRGB gamma without noise: exactly v**g of the photo, and brighter pixels stay brighter
+    g = sample_params(pair_rng(3, "coffee.png"), PRESETS["gamma"]).gamma
+    assert 2.0 <= g <= 4.0
+    assert np.array_equal(lows["gamma"], np.round(linear_to_srgb(srgb_to_linear((img / 255.0) ** g)) * 255).astype(np.uint8))
+    # less and more noise than the default on the same exposure draw: compare the noise against the clean darkening
+    p = sample_params(pair_rng(3, "coffee.png"), PRESETS["default"])
+    clean = apply_low_light(img, p, np.random.default_rng(0), LowLightRecipe(noise=False)).astype(float)
+    err = {n: np.abs(lows[n].astype(float) - clean).mean() for n in ("default", "lownoise", "readnoise2x")}
+    assert err["lownoise"] < 0.5 * err["default"] < 0.5 * err["readnoise2x"], err
+    # brighter exposures, and JPEG blocks on top of the default darkening
+    assert lows["bright"].mean() > lows["default"].mean()
+    rng = pair_rng(3, "coffee.png")
+    p = sample_params(rng, PRESETS["jpeg"])
+    plain = apply_low_light(img, dataclasses.replace(p, jpeg_quality=None), rng, PRESETS["jpeg"])
+    assert 50 <= p.jpeg_quality <= 90 and not np.array_equal(lows["jpeg"], plain)
+    assert np.array_equal(lows["jpeg"], jpeg_roundtrip(plain, p.jpeg_quality))
+
+
+def test_mix_preset_draws_one_preset_per_image_and_records_it(photo_dir, tmp_path):
+    a = synth_folder([photo_dir], tmp_path / "a", seed=2, preset="mix", progress=False)
+    b = synth_folder([photo_dir], tmp_path / "b", seed=2, preset="mix", progress=False, workers=2)
+    params = json.loads((tmp_path / "a" / "synth.json").read_text())["params"]
+    assert sorted(params) == sorted(a.made) and all(p["preset"] in PRESETS for p in params.values())
+    assert params == json.loads((tmp_path / "b" / "synth.json").read_text())["params"]
+    for name, p in params.items():  # each image is exactly its preset's pair
+        src = _read(tmp_path / "a" / "high" / name)
+        expect = synthesize_pair(src, pair_rng(2, name), PRESETS[p["preset"]])
+        assert np.array_equal(_read(tmp_path / "a" / "low" / name), expect)
+    assert {preset_of(f"{i}.png", "mix", 0) for i in range(60)} == set(MIX_WEIGHTS)
+    with pytest.raises(ValueError, match="unknown preset"):
+        synth_folder([photo_dir], tmp_path / "c", preset="nope", progress=False)
