@@ -14,7 +14,7 @@ from typing import Any, Mapping
 AUTHORS_KEYS = ("in_channel", "out_channel", "inner_channel", "norm_groups", "channel_multiplier",
                 "attn_res", "image_size", "res_blocks", "dropout")
 # our own fields: their defaults are the authors' network, so their checkpoints and fixtures are unchanged
-OWN_KEYS = ("with_uncertainty_head", "attn_kv_grid", "cond_exposure")
+OWN_KEYS = ("with_uncertainty_head", "attn_kv_grid", "cond_exposure", "cond_exposure_strength")
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,14 @@ class CUGDConfig:
     # (0: all H*W positions, the authors'). The cost then grows linearly with the pixels and the
     # attention sees the same number of keys at any size as on its training crops.
     attn_kv_grid: int = 0
-    # Linear-light mean that the dark condition is scaled to before the network (0: off, the
-    # authors'); one gain per image (`exposure.normalise_condition`), so the network starts from a
-    # normal exposure instead of guessing the brightness from x0.02..x0.25.
+    # Linear-light mean that the dark condition is scaled towards before the network (0: off, the
+    # authors'); one gain per image (`exposure.normalise_condition`), so the network starts near a
+    # normal exposure instead of from anywhere in x0.02..x0.25 (and beyond, on real photos).
     cond_exposure: float = 0.0
+    # How far towards it, in log brightness: 1 brings every image to exactly `cond_exposure` (its own
+    # brightness is lost, and with it a cue to the scene's true brightness); 0.75 keeps a quarter of
+    # the log distance, so the original exposure stays recoverable from the input.
+    cond_exposure_strength: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_multiplier", tuple(int(m) for m in self.channel_multiplier))
@@ -69,6 +73,8 @@ class CUGDConfig:
             problems.append(f"attn_kv_grid must be >= 0 (0 = full attention), got {self.attn_kv_grid}")
         if not 0.0 <= self.cond_exposure < 1.0:
             problems.append(f"cond_exposure must be in [0, 1) (0 = off), got {self.cond_exposure}")
+        if not 0.0 < self.cond_exposure_strength <= 1.0:
+            problems.append(f"cond_exposure_strength must be in (0, 1], got {self.cond_exposure_strength}")
         if problems:
             raise ValueError("invalid CUGD config: " + "; ".join(problems))
 

@@ -94,13 +94,15 @@ class PairDataset(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, *, prior_mode: str = "fast", crop: int = 96, flip: bool = True,
-                 seed: int = 0, constant_priors: bool = False, cache: bool = True, cond_exposure: float = 0.0,
-                 sides: Sequence[str] = SIDES):
+                 seed: int = 0, constant_priors: bool = False, cache: bool = True,
+                 cond_exposure: float | tuple[float, float] = 0.0, sides: Sequence[str] = SIDES):
         if prior_mode not in PRIOR_MODES:
             raise ValueError(f"prior_mode must be one of {PRIOR_MODES}, got {prior_mode!r}")
         self.root, self.prior_mode, self.crop, self.flip = Path(root), prior_mode, int(crop), flip
         self.seed, self.constant_priors, self.cache = int(seed), constant_priors, cache
-        self.cond_exposure, self.sides = float(cond_exposure), tuple(sides)
+        # (target, strength) of `exposure.condition_gain`; a bare target means strength 1
+        self.cond_exposure = tuple(cond_exposure) if isinstance(cond_exposure, (tuple, list)) else (cond_exposure, 1.0)
+        self.sides = tuple(sides)
         self.names = [n for n, _, _ in list_pairs(root)]
         if not constant_priors:
             missing = missing_priors(root, prior_mode, self.sides)
@@ -117,9 +119,9 @@ class PairDataset(Dataset):
         if a is None:
             a = load_pair(self.root, self.names[index], self.prior_mode, constant_priors=self.constant_priors,
                           sides=self.sides)
-            if self.cond_exposure > 0:  # the gain of the whole image, as at inference (not of the crop)
+            if self.cond_exposure[0] > 0:  # the gain of the whole image, as at inference (not of the crop)
                 low = to_tensors({"low": a["low"]})["low"][None]
-                a["gain"] = condition_gain(low, self.cond_exposure)
+                a["gain"] = condition_gain(low, *self.cond_exposure)
             h, w = a["low"].shape[:2]
             if h < self.crop or w < self.crop:
                 raise ValueError(f"{self.names[index]} is {h}x{w}, smaller than the {self.crop}px crop; "

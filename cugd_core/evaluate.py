@@ -47,7 +47,7 @@ from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic
 
 ImageFn = Callable[[np.ndarray], np.ndarray]  # dark uint8 [H,W,3] -> prediction uint8 [H,W,3]
 PredictFn = Callable[[np.ndarray, str], np.ndarray]  # (dark uint8, the pair's file name) -> prediction
-METRICS = ("psnr", "ssim_gray", "ssim_rgb", "psnr_gtmean", "ssim_gray_gtmean", "ssim_rgb_gtmean")
+METRICS = ("psnr", "ssim_gray", "ssim_rgb", "psnr_gtmean", "ssim_gray_gtmean", "ssim_rgb_gtmean", "brightness_err")
 NO_REFERENCE = ("niqe",)  # of the prediction alone; None where the image is too small
 COLUMNS = METRICS + NO_REFERENCE  # of every score table
 NOT_AVAILABLE = {
@@ -134,7 +134,8 @@ def ssim(a: np.ndarray, b: np.ndarray, *, window: str = "uniform", data_range: f
 
 
 def image_metrics(pred_u8: np.ndarray, gt_u8: np.ndarray, *, ssim_window: str = "uniform") -> dict:
-    """The six metrics of one prediction against its ground truth (both uint8 RGB `[H,W,3]`)."""
+    """The metrics of one prediction against its ground truth (both uint8 RGB `[H,W,3]`): PSNR and
+    SSIM with and without GT-mean, and the brightness error |mean(pred) - mean(gt)| on [0,1] RGB."""
     pred_u8, gt_u8 = _check_u8(pred_u8, "prediction"), _check_u8(gt_u8, "ground truth")
     if pred_u8.shape != gt_u8.shape:
         raise ValueError(f"prediction is {pred_u8.shape[:2]} but ground truth is {gt_u8.shape[:2]}")
@@ -144,6 +145,7 @@ def image_metrics(pred_u8: np.ndarray, gt_u8: np.ndarray, *, ssim_window: str = 
         out["psnr" + suffix] = psnr(p, gt_u8)
         out["ssim_gray" + suffix] = ssim(rgb_to_gray_u8(p), gt_gray, window=ssim_window)
         out["ssim_rgb" + suffix] = ssim(p, gt_u8, window=ssim_window)
+    out["brightness_err"] = abs(float(pred_u8.mean()) - float(gt_u8.mean())) / 255.0
     return {k: out[k] for k in METRICS}
 
 

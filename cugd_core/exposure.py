@@ -26,13 +26,14 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp(min=0.0031308) ** (1 / 2.4) - 0.055)
 
 
-def condition_gain(condition: torch.Tensor, target: float) -> torch.Tensor:
-    """Gain `[B]` that brings each image's linear-light mean to `target`.
+def condition_gain(condition: torch.Tensor, target: float, strength: float = 1.0) -> torch.Tensor:
+    """Gain `[B]` that brings each image's linear-light mean towards `target`: `(target/mean)**strength`
+    (strength 1: exactly to it; below 1 the log distance shrinks by that factor, order is kept).
 
     condition: `[B,3,H,W]` in [-1,1] (the whole, unpadded image).
     """
     mean = srgb_to_linear((condition.float() + 1) / 2).mean(dim=(1, 2, 3))
-    return (target / mean.clamp(min=1e-6)).clamp(MIN_GAIN, MAX_GAIN)
+    return ((target / mean.clamp(min=1e-6)) ** strength).clamp(MIN_GAIN, MAX_GAIN)
 
 
 def apply_gain(condition: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
@@ -41,8 +42,14 @@ def apply_gain(condition: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
     return (linear_to_srgb(lin) * 2 - 1).to(condition.dtype)
 
 
-def normalise_condition(condition: torch.Tensor, target: float) -> torch.Tensor:
-    """The condition a model with `cond_exposure = target` sees (`target <= 0`: unchanged)."""
+def normalise_condition(condition: torch.Tensor, target: float, strength: float = 1.0) -> torch.Tensor:
+    """The condition a model with `cond_exposure = target` (and `cond_exposure_strength`) sees
+    (`target <= 0`: unchanged)."""
     if target <= 0:
         return condition
-    return apply_gain(condition, condition_gain(condition, target))
+    return apply_gain(condition, condition_gain(condition, target, strength))
+
+
+def model_condition(config, condition: torch.Tensor) -> torch.Tensor:
+    """`normalise_condition` with a model's `CUGDConfig` settings."""
+    return normalise_condition(condition, config.cond_exposure, config.cond_exposure_strength)

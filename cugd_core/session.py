@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import tiling
-from .exposure import normalise_condition
+from .exposure import model_condition
 from .imageops import crop, pad_to_multiple
 from .samplers import SamplerState, init_state, make_generators, randn, resolve_sampler, run, timesteps
 from .schedule import RELEASED_SCHEDULE, Schedule
@@ -106,11 +106,11 @@ class Trajectory:
     """A sampling run that can be advanced in parts and continued later (e.g. DDPM, then DDIM).
 
     state: `SamplerState` (x_t `[B,3,Hp,Wp]` float32, the next step index); condition: the padded
-    dark images `[B,3,Hp,Wp]` in [-1,1], as the network sees them (`exposure.normalise_condition`); edge, semantic: their padded priors `[B,3,Hp,Wp]` in [0,1]
-    (tiles encode their own CUIE guidance from them); guidance: CUIE of the whole padded priors
-    `[B,C2,Hp/4,Wp/4]`, or None (computed when needed); hw: the size before padding; generators:
-    per-image generators of the step noise; tile: tile side (None = whole image), overlap in pixels;
-    history: the parts run so far.
+    dark images `[B,3,Hp,Wp]` in [-1,1], as the network sees them (`exposure.model_condition`);
+    edge, semantic: their padded priors `[B,3,Hp,Wp]` in [0,1] (tiles encode their own CUIE
+    guidance from them); guidance: CUIE of the whole padded priors `[B,C2,Hp/4,Wp/4]`, or None
+    (computed when needed); hw: the size before padding; generators: per-image generators of the
+    step noise; tile: tile side (None = whole image), overlap in pixels; history: the parts run so far.
     """
 
     state: SamplerState
@@ -159,7 +159,7 @@ def start(model, condition: torch.Tensor, edge: torch.Tensor, semantic: torch.Te
     b, _, h, w = condition.shape
     multiple = pad_multiple(model)
     # the exposure gain comes from the whole unpadded image, before any tiling
-    cond = pad_to_multiple(normalise_condition(condition.float(), model.config.cond_exposure), multiple)
+    cond = pad_to_multiple(model_condition(model.config, condition.float()), multiple)
     edge, semantic = (pad_to_multiple(_batch_of(m, b, "priors").to(cond.device, torch.float32), multiple)
                       for m in (edge, semantic))
     if guidance is not None:

@@ -40,7 +40,7 @@ from torch import nn
 
 from .atomic import atomic_path, write_json_atomic
 from .config import CUGDConfig
-from .exposure import normalise_condition
+from .exposure import model_condition
 from .data import ARRAYS, PRIOR_MODES, SIDES, PairDataset, StepBatches, load_pair, missing_priors, to_tensors
 from .losses import LossConfig, compute_loss, draw
 from .schedule import RELEASED_SCHEDULE
@@ -179,7 +179,7 @@ def build_model(cfg: TrainConfig) -> CUGDDenoiser:
         from .weights import load_denoiser
         src = load_denoiser(cfg.init)
         # attn_kv_grid and cond_exposure change no tensor: a model may be fine-tuned into them
-        same_tensors = dict(with_uncertainty_head=False, attn_kv_grid=0, cond_exposure=0.0)
+        same_tensors = dict(with_uncertainty_head=False, attn_kv_grid=0, cond_exposure=0.0, cond_exposure_strength=1.0)
         if dataclasses.replace(src.config, **same_tensors) != dataclasses.replace(config, **same_tensors):
             raise ValueError(f"--init {cfg.init} has config {src.config.to_dict()}, not the run's {config.to_dict()}")
         missing, _ = model.load_state_dict(src.state_dict(), strict=False)
@@ -289,7 +289,7 @@ def validate(model: CUGDDenoiser, root: str | os.PathLike, names: list[str], *, 
         a = load_pair(root, name, prior_mode, constant_priors=constant_priors, sides=("low",))
         h, w = a["low"].shape[:2]
         t = {k: v.unsqueeze(0).to(device) for k, v in to_tensors(a).items()}
-        low = normalise_condition(t["low"], model.config.cond_exposure)
+        low = model_condition(model.config, t["low"])
         x = sample(model, pad_to_multiple(low), pad_to_multiple(t["low_edge"]),
                    pad_to_multiple(t["low_semantic"]), steps=len(RELEASED_SCHEDULE), sampler="ddpm", seed=seed)
         rows.append(image_metrics(to_uint8(crop(x, h, w).float()), a["high"]))
@@ -401,7 +401,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
 
     loss_cfg = cfg.loss_config()
     dataset = PairDataset(cfg.data, prior_mode=cfg.prior_mode, crop=cfg.crop, seed=cfg.seed,
-                          constant_priors=cfg.constant_priors, cond_exposure=model.config.cond_exposure,
+                          constant_priors=cfg.constant_priors,
+                          cond_exposure=(model.config.cond_exposure, model.config.cond_exposure_strength),
                           sides=prior_sides(loss_cfg))
     batches = StepBatches(len(dataset), cfg.batch_size, world=d.world, rank=d.rank, seed=cfg.seed, start_step=step)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
@@ -578,6 +579,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="pool attention keys/values to at most NxN positions (0: all, the authors')")
     g.add_argument("--cond-exposure", type=float, default=m.cond_exposure, metavar="MEAN",
                    help="scale the dark condition to this linear-light mean before the network (0: off)")
+    g.add_argument("--cond-exposure-strength", type=float, default=m.cond_exposure_strength, metavar="S",
+                   help="how far towards --cond-exposure in log brightness (1: all the way)")
     g.add_argument("--init", metavar="WEIGHTS", help="fine-tune from these weights (their config must match)")
     g = p.add_argument_group("loss (SPEC 6.2; lambda values are unpublished)")
     g.add_argument("--noise-weight", type=float, default=lc.noise_weight, help="lambda1")
@@ -610,7 +613,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     model = {"inner_channel": a.inner_channel, "channel_multiplier": a.channel_multiplier,
              "res_blocks": a.res_blocks, "norm_groups": a.norm_groups, "image_size": a.image_size,
              "attn_res": [a.image_size // 4], "dropout": 0.0, "attn_kv_grid": a.attn_kv_grid,
-             "cond_exposure": a.cond_exposure}
+             "cond_exposure": a.cond_exposure, "cond_exposure_strength": a.cond_exposure_strength}
     loss = dataclasses.asdict(LossConfig(noise_weight=a.noise_weight, photo_weight=a.photo_weight,
                                          use_consistency_map=a.consistency_map, use_sam_weight=not a.no_sam_weight,
                                          use_timestep_scale=a.timestep_scale, ssim=not a.no_ssim,

@@ -46,7 +46,8 @@ def test_pooled_attention_matches_its_definition_and_is_full_attention_on_small_
 
 def test_new_fields_default_to_the_authors_network_and_round_trip(tmp_path):
     assert RELEASED.attn_kv_grid == 0 and RELEASED.cond_exposure == 0.0
-    cfg = CUGDConfig.from_authors({**TINY_MODEL, "attn_kv_grid": 8, "cond_exposure": 0.18})
+    cfg = CUGDConfig.from_authors({**TINY_MODEL, "attn_kv_grid": 8, "cond_exposure": 0.18,
+                                   "cond_exposure_strength": 0.5})
     assert CUGDConfig.from_json(cfg.to_json()) == cfg
     torch.manual_seed(0)
     model = CUGDDenoiser(dataclasses.replace(cfg, with_uncertainty_head=False))
@@ -54,6 +55,7 @@ def test_new_fields_default_to_the_authors_network_and_round_trip(tmp_path):
     save_safetensors(model, path)
     back = load_denoiser(path)
     assert back.config.attn_kv_grid == 8 and back.config.cond_exposure == pytest.approx(0.18)
+    assert back.config.cond_exposure_strength == pytest.approx(0.5)
     assert all(isinstance(m.kv_grid, int) and m.kv_grid == 8 for m in back.modules() if isinstance(m, Attention))
     with pytest.raises(ValueError, match="attn_kv_grid"):
         CUGDConfig.from_authors({**TINY_MODEL, "attn_kv_grid": -1})
@@ -73,27 +75,33 @@ def test_condition_is_brought_to_the_target_linear_mean():
     assert torch.isfinite(normalise_condition(black, 0.18)).all()
     same = apply_gain(dark, torch.ones(2))
     assert torch.allclose(same, dark, atol=1e-5)
+    # strength 0.5 halves the log distance to the target: brightness order and a cue to it are kept
+    before = srgb_to_linear((dark + 1) / 2).mean(dim=(1, 2, 3))
+    half = srgb_to_linear((normalise_condition(dark, 0.18, 0.5) + 1) / 2).mean(dim=(1, 2, 3))
+    assert torch.allclose(half.log(), (before.log() + torch.tensor(0.18).log()) / 2, atol=2e-3)
+    assert (half[0] > half[1]) == (before[0] > before[1])
 
 
 def test_session_gain_comes_from_the_whole_image_not_the_padding():
     torch.manual_seed(0)
-    cfg = CUGDConfig.from_authors({**TINY_MODEL, "cond_exposure": 0.18, "with_uncertainty_head": False})
+    cfg = CUGDConfig.from_authors({**TINY_MODEL, "cond_exposure": 0.18, "cond_exposure_strength": 0.5,
+                                   "with_uncertainty_head": False})
     model = CUGDDenoiser(cfg).eval()
     cond = torch.rand(1, 3, 30, 45) * 0.2 - 1  # padded to 32x64 for the network
     priors = torch.rand(1, 3, 30, 45)
     traj = start(model, cond, priors, priors)
-    expected = normalise_condition(cond, 0.18)
+    expected = normalise_condition(cond, 0.18, 0.5)
     assert torch.allclose(traj.condition[..., :30, :45], expected, atol=1e-6)
 
 
 def test_training_crops_get_the_gain_of_their_whole_image(tmp_path):
     data = make_pairs(tmp_path / "pairs", 3, (40, 56))
     plain = PairDataset(data, crop=24, seed=1)
-    normed = PairDataset(data, crop=24, seed=1, cond_exposure=0.18)
+    normed = PairDataset(data, crop=24, seed=1, cond_exposure=(0.18, 0.5))
     for i in range(3):
         a, b = plain[(i, 0)], normed[(i, 0)]
         whole = torch.from_numpy(plain.arrays(i)["low"].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
-        gain = condition_gain(whole, 0.18)
+        gain = condition_gain(whole, 0.18, 0.5)
         assert torch.allclose(b["low"], apply_gain(a["low"][None], gain)[0], atol=1e-6)
         assert torch.equal(a["high"], b["high"]) and torch.equal(a["low_edge"], b["low_edge"])
 
