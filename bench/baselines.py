@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cugd_core.baselines import BASELINES, baseline_table, run_baselines  # noqa: E402
-from cugd_core.evaluate import write_json_atomic  # noqa: E402
+from cugd_core.baselines import BASELINES  # noqa: E402
+from cugd_core.evaluate import baseline_table, run_baselines, write_json_atomic  # noqa: E402
 
 
 def main() -> int:

@@ -26,7 +26,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cugd_core.cli import DEFAULT_MODEL, MODELS_DIR  # noqa: E402
+from cugd_core.layout import KINDS, prior_file  # noqa: E402
 from cugd_core.pipeline import FolderRunner, collect_jobs  # noqa: E402
+from cugd_core.priors import PRIOR_MODES  # noqa: E402
 
 
 def dark_scene(h: int, w: int, seed: int) -> np.ndarray:
@@ -52,8 +54,8 @@ def make_inputs(root: Path, n: int, h: int, w: int, with_priors: bool) -> tuple[
     pri.mkdir()
     rng = np.random.default_rng(0)
     for i in range(n):
-        for kind in ("edge", "semantic"):
-            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(pri / f"{i:03d}_{kind}.png")
+        for kind in KINDS:
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(prior_file(pri, f"{i:03d}", kind))
     return src, pri
 
 
@@ -77,7 +79,7 @@ def main() -> int:
     ap.add_argument("--model", help=f"default: models/{DEFAULT_MODEL}, else a tiny random model")
     ap.add_argument("--priors", choices=("sam", "files"), default="sam",
                     help="sam: MobileSAM priors per image (real use); files: precomputed prior files")
-    ap.add_argument("--prior-mode", choices=("fast", "exact"), default="fast")
+    ap.add_argument("--prior-mode", choices=PRIOR_MODES, default="fast")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args()
     w, h = map(int, args.size.lower().split("x"))

@@ -1,4 +1,4 @@
-"""Classical low-light baselines, scored with the same metric code as our models.
+"""Classical low-light baselines, scored with the same metric code as our models (`evaluate.run_baselines`).
 
 Every baseline is a `predict_fn(low_u8 [H,W,3]) -> uint8 [H,W,3]`:
 
@@ -202,23 +202,3 @@ def get_baseline(name: str) -> PredictFn:
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
     return BASELINES[name]()
-
-
-def run_baselines(pairs_dir: str | os.PathLike, names: tuple[str, ...] | None = None, *,
-                  ssim_window: str = "uniform", limit: int | None = None, progress: bool = False) -> dict:
-    """Score each baseline on a paired folder: `{name: EvalResult}` (see `baseline_table`)."""
-    from .evaluate import evaluate_pairs, per_image
-    return {name: evaluate_pairs(pairs_dir, predict_fn=per_image(get_baseline(name)), ssim_window=ssim_window,
-                                 limit=limit, progress=progress)
-            for name in (names or tuple(BASELINES))}
-
-
-def baseline_table(results: dict) -> str:
-    """One row per method (mean scores), as printed by `bench/baselines.py`."""
-    from .evaluate import COLUMNS, fmt_score
-    head = f"{'method':<14}{'n':>5}" + "".join(f"{k:>17}" for k in COLUMNS)
-    rows = [head, "-" * len(head)]
-    for name, r in results.items():
-        mean = r.mean
-        rows.append(f"{name:<14}{len(r.per_image):>5}" + "".join(f"{fmt_score(mean[k]):>17}" for k in COLUMNS))
-    return "\n".join(rows)

@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from .devices import pick_device
+
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = Path(os.environ.get("CUGD_MODELS", REPO / "models"))
 DEFAULT_MODEL = "cugd_default.safetensors"
@@ -62,16 +64,6 @@ def load_model(name: str | None, device: str):
     return model.to(pick_device(device)).eval()
 
 
-def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CLIError(f"--device {device}: CUDA is not available in this PyTorch build/machine; use --device cpu")
-    return device
-
-
 def load_sam_model(name: str | None, device: str):
     try:
         from .priors import load_sam
@@ -101,7 +93,7 @@ def _positive(value: str) -> int:
 
 # -- enhance -------------------------------------------------------------------------------------------
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    from .enhance import PRIOR_MODES
+    from .priors import PRIOR_MODES
     from .samplers import AUTO, SAMPLER_CHOICES
 
     p.add_argument("--model", help=f"CUGD .safetensors or authors' *_gen.pth (path, name in {MODELS_DIR}, or "
@@ -187,6 +179,7 @@ def add_demo_cli(subparsers) -> argparse.ArgumentParser:
 
 
 def run_demo(args) -> int:
+    from .layout import KINDS, prior_file
     from .pipeline import Job
 
     src = Path(args.image)
@@ -195,7 +188,7 @@ def run_demo(args) -> int:
     out = Path(args.output)
     priors = None
     if args.priors:
-        priors = tuple(Path(args.priors) / f"{src.stem}_{kind}.png" for kind in ("edge", "semantic"))
+        priors = tuple(prior_file(args.priors, src.stem, kind) for kind in KINDS)
     job = Job(src, out / "sample_enhanced.png", out / "sample_before_after.png", priors)
     code = _report(_runner(args, sam_needed=priors is None).run([job]), "demo")
     if code == 0:

@@ -1,9 +1,5 @@
-"""Paired training data: LOL-layout folders with their cached SAM priors (SPEC 6.1).
-
-Layout (what `synth` writes, or LOL itself):
-
-    <root>/low/NAME.png, <root>/high/NAME.png                     the pairs (same file names)
-    <root>/priors/<mode>/{low,high}/<stem>_{edge,semantic}.png    viridis priors (priors cache)
+"""Paired training data: LOL-layout folders with their cached SAM priors (SPEC 6.1; the layout is
+`layout.py`'s: what `synth` writes, or LOL itself).
 
 `PairDataset` yields the six arrays of a pair cropped at one random position (default 96x96) and
 flipped left-right together with probability 0.5. The crop and flip of an item are keyed by
@@ -22,38 +18,20 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from .evaluate import list_pairs
+from .choices import check_choice
 from .exposure import apply_gain, condition_gain
 from .imageops import load_image
+from .layout import KINDS, SIDES, list_pairs, missing_priors, pair_paths, prior_path
+from .priors import PRIOR_MODES, constant_prior_u8
 
-SIDES = ("low", "high")
-KINDS = ("edge", "semantic")
 ARRAYS = ("low", "high", "low_edge", "low_semantic", "high_edge", "high_semantic")
-PRIOR_MODES = ("fast", "exact")
-
-
-def prior_path(root: str | os.PathLike, mode: str, side: str, name: str, kind: str) -> Path:
-    """Cache file of one prior: `<root>/priors/<mode>/<side>/<stem>_<kind>.png`."""
-    return Path(root) / "priors" / mode / side / f"{Path(name).stem}_{kind}.png"
-
-
-def missing_priors(root: str | os.PathLike, mode: str, sides: Sequence[str] = SIDES) -> list[str]:
-    """Names of the pairs whose cache lacks any prior file of the given sides."""
-    return [name for name, _, _ in list_pairs(root)
-            if not all(prior_path(root, mode, s, name, k).is_file() for s in sides for k in KINDS)]
-
-
-def constant_prior_u8(h: int, w: int) -> np.ndarray:
-    """The viridis colour of a zero map `[H,W,3]`: priors held constant (the no-prior ablation)."""
-    from .priors.maps import encode_prior_u8
-    return np.broadcast_to(encode_prior_u8(np.zeros((1, 1), np.float32)), (h, w, 3)).copy()
 
 
 def load_pair(root: str | os.PathLike, name: str, mode: str = "fast", *, constant_priors: bool = False,
               sides: Sequence[str] = SIDES) -> dict[str, np.ndarray]:
     """The uint8 `[H,W,3]` arrays of one pair: `low`, `high` and `<side>_<kind>` for the given sides."""
-    root = Path(root)
-    out = {"low": load_image(root / "low" / name), "high": load_image(root / "high" / name)}
+    low, high = pair_paths(root, name)
+    out = {"low": load_image(low), "high": load_image(high)}
     h, w = out["low"].shape[:2]
     if out["high"].shape != out["low"].shape:
         raise ValueError(f"{name}: low is {out['low'].shape[:2]} but high is {out['high'].shape[:2]}")
@@ -96,8 +74,7 @@ class PairDataset(Dataset):
     def __init__(self, root: str | os.PathLike, *, prior_mode: str = "fast", crop: int = 96, flip: bool = True,
                  seed: int = 0, constant_priors: bool = False, cache: bool = True,
                  cond_exposure: float | tuple[float, float] = 0.0, sides: Sequence[str] = SIDES):
-        if prior_mode not in PRIOR_MODES:
-            raise ValueError(f"prior_mode must be one of {PRIOR_MODES}, got {prior_mode!r}")
+        check_choice("prior_mode", prior_mode, PRIOR_MODES)
         self.root, self.prior_mode, self.crop, self.flip = Path(root), prior_mode, int(crop), flip
         self.seed, self.constant_priors, self.cache = int(seed), constant_priors, cache
         # (target, strength) of `exposure.condition_gain`; a bare target means strength 1

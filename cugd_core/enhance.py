@@ -16,13 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from . import session, tiling
-from .imageops import as_rgb_u8, prior_to_tensor, to_model_range, to_uint8
+from .choices import check_choice
+from .imageops import as_rgb_u8, load_image, prior_to_tensor, to_model_range, to_uint8
 from .precision import PRECISIONS, autocast
+from .priors import PRIOR_MODES, extract_priors, load_sam
 from .samplers import AUTO, resolve_sampler
 from .schedule import RELEASED_SCHEDULE, Schedule
 from .session import Interrupt, Progress, pad_multiple, resolve_tile
 
-PRIOR_MODES = ("fast", "exact")
 # SAM resizes its input to 1024 on the long side anyway; beyond this the priors are computed on a
 # downscaled copy and resized back (the mask post-processing at full 4K resolution costs GiBs).
 PRIOR_MAX_SIDE = 2048
@@ -36,10 +37,7 @@ def compute_priors(image_u8: np.ndarray, sam, mode: str = "fast", *,
     Images larger than `max_side` are downscaled for SAM and the encoded maps resized back
     (bilinear): SAM sees objects, not pixels, and a tiled run cuts these maps per tile.
     """
-    from .priors import extract_priors
-
-    if mode not in PRIOR_MODES:
-        raise ValueError(f"prior_mode must be one of {PRIOR_MODES}, got {mode!r}")
+    check_choice("prior_mode", mode, PRIOR_MODES)
     h, w = image_u8.shape[:2]
     small = image_u8
     if max(h, w) > max_side:
@@ -56,8 +54,6 @@ def compute_priors(image_u8: np.ndarray, sam, mode: str = "fast", *,
 
 def load_prior_files(edge_path, semantic_path, hw: tuple[int, int] | None = None):
     """Precomputed priors in the authors' file format (`*_edge.png`, `*_semantic.png`, SPEC 5.4/5.5)."""
-    from .imageops import load_image
-
     maps = [prior_to_tensor(load_image(p)) for p in (edge_path, semantic_path)]
     if hw is not None and tuple(maps[0].shape[-2:]) != tuple(hw):
         raise ValueError(f"prior {edge_path} is {maps[0].shape[-1]}x{maps[0].shape[-2]} but the image is "
@@ -152,8 +148,6 @@ _DEFAULT_SAM = {}
 
 def default_sam(device=None):
     """MobileSAM, loaded once per process (the priors module decides where its weights come from)."""
-    from .priors import load_sam
-
     key = str(device)
     if key not in _DEFAULT_SAM:
         _DEFAULT_SAM[key] = load_sam() if device is None else load_sam(device=device)

@@ -43,7 +43,15 @@ from typing import Callable
 import numpy as np
 
 from . import atomic
+from .baselines import BASELINES, get_baseline
+from .devices import pick_device
+from .enhance import enhance, load_prior_files
 from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic
+from .layout import KINDS, list_pairs, prior_path
+from .niqe import BLOCK, niqe
+from .priors import PRIOR_MODES, constant_prior_u8
+from .samplers import AUTO, SAMPLER_CHOICES, resolve_sampler
+from .weights import load_denoiser
 
 ImageFn = Callable[[np.ndarray], np.ndarray]  # dark uint8 [H,W,3] -> prediction uint8 [H,W,3]
 PredictFn = Callable[[np.ndarray, str], np.ndarray]  # (dark uint8, the pair's file name) -> prediction
@@ -150,25 +158,6 @@ def image_metrics(pred_u8: np.ndarray, gt_u8: np.ndarray, *, ssim_window: str = 
 
 
 # -- folders -------------------------------------------------------------------------------------
-def list_pairs(pairs_dir: str | os.PathLike) -> list[tuple[str, Path, Path]]:
-    """`(name, low path, high path)` of a LOL-layout folder (`low/`, `high/`, same file names),
-    sorted by name. Files present on one side only are an error."""
-    root = Path(pairs_dir)
-    sides = {}
-    for side in ("low", "high"):
-        d = root / side
-        if not d.is_dir():
-            raise FileNotFoundError(f"{root} is not a paired folder: {d} is missing (expected low/ and high/)")
-        sides[side] = {p.name: p for p in d.iterdir()
-                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")}
-    only_low, only_high = sorted(set(sides["low"]) - set(sides["high"])), sorted(set(sides["high"]) - set(sides["low"]))
-    if only_low or only_high:
-        raise ValueError(f"unpaired files in {root}: low only {only_low[:5]}, high only {only_high[:5]}")
-    if not sides["low"]:
-        raise FileNotFoundError(f"no images in {root / 'low'}")
-    return [(n, sides["low"][n], sides["high"][n]) for n in sorted(sides["low"])]
-
-
 def find_prediction(pred_dir: Path, name: str) -> Path:
     """The prediction of `name` in `pred_dir`: the same file name, else the same stem with any image
     extension."""
@@ -259,9 +248,26 @@ def evaluate_pairs(pairs_dir: str | os.PathLike, *, predict_fn: PredictFn | None
     return result
 
 
+def run_baselines(pairs_dir: str | os.PathLike, names: tuple[str, ...] | None = None, *,
+                  ssim_window: str = "uniform", limit: int | None = None, progress: bool = False) -> dict:
+    """Score each baseline on a paired folder: `{name: EvalResult}` (see `baseline_table`)."""
+    return {name: evaluate_pairs(pairs_dir, predict_fn=per_image(get_baseline(name)), ssim_window=ssim_window,
+                                 limit=limit, progress=progress)
+            for name in (names or tuple(BASELINES))}
+
+
+def baseline_table(results: dict) -> str:
+    """One row per method (mean scores), as printed by `bench/baselines.py`."""
+    head = f"{'method':<14}{'n':>5}" + "".join(f"{k:>17}" for k in COLUMNS)
+    rows = [head, "-" * len(head)]
+    for name, r in results.items():
+        mean = r.mean
+        rows.append(f"{name:<14}{len(r.per_image):>5}" + "".join(f"{fmt_score(mean[k]):>17}" for k in COLUMNS))
+    return "\n".join(rows)
+
+
 def niqe_or_none(pred_u8: np.ndarray) -> float | None:
     """NIQE of a prediction, or None when it is smaller than NIQE's 96x96 block (or degenerate)."""
-    from .niqe import BLOCK, niqe
     if min(pred_u8.shape[:2]) < BLOCK:
         return None
     q = niqe(pred_u8)
@@ -281,22 +287,18 @@ class ModelPredictor:
 
     def __init__(self, model: str, pairs_dir: str | os.PathLike | None = None, *, constant_priors: bool = False,
                  **enhance_kwargs):
-        from .weights import load_denoiser
         self.denoiser, self.kwargs = load_denoiser(model), enhance_kwargs
         self.pairs_dir, self.constant_priors = pairs_dir, constant_priors
         self.cached = 0  # images whose priors came from the cache
 
     def describe(self) -> dict:
         """What the scores depend on beyond the pairs, for the result's protocol."""
-        from .samplers import AUTO, resolve_sampler
         return {"sampler": resolve_sampler(self.kwargs.get("sampler", AUTO), self.denoiser),
                 "device": str(next(self.denoiser.parameters()).device),
                 "priors": "constant" if self.constant_priors else self.kwargs.get("prior_mode", "fast"),
                 "priors_from_cache": self.cached}
 
     def __call__(self, low_u8: np.ndarray, name: str | None = None) -> np.ndarray:
-        from .data import KINDS, constant_prior_u8, prior_path
-        from .enhance import enhance, load_prior_files
         kw = dict(self.kwargs)
         if self.constant_priors:
             kw["priors"] = (constant_prior_u8(*low_u8.shape[:2]),) * 2
@@ -328,10 +330,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="only the first N pairs (0: all)")
     p.add_argument("--steps", type=int, default=None, help="with --model: sampling steps")
     p.add_argument("--seed", type=int, default=None, help="with --model: sampling seed")
-    from .samplers import SAMPLER_CHOICES
     p.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None,
                    help="with --model: auto (the model's recommendation, default), ddpm (the authors') or ddim")
-    p.add_argument("--prior-mode", choices=("fast", "exact"), default=None,
+    p.add_argument("--prior-mode", choices=PRIOR_MODES, default=None,
                    help="with --model: SAM prior mode (PAIRS/priors/<mode>/low/ files are used when present)")
     p.add_argument("--no-priors", action="store_true",
                    help="with --model: hold the priors constant (the colour of a zero map), as train --no-priors")
@@ -348,14 +349,9 @@ def run_cli(args: argparse.Namespace) -> int:
         if args.model:
             kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("prior_mode", args.prior_mode),
                                     ("sampler", args.sampler)) if v is not None}
-            from .cli import CLIError, pick_device
-            try:
-                kw["device"] = pick_device(args.device)
-            except CLIError as e:
-                raise ValueError(str(e)) from None
+            kw["device"] = pick_device(args.device)
             predict_fn = ModelPredictor(args.model, args.pairs, constant_priors=args.no_priors, **kw)
         elif args.baseline:
-            from .baselines import get_baseline
             predict_fn = per_image(get_baseline(args.baseline))
         result = evaluate_pairs(args.pairs, predict_fn=predict_fn, pred_dir=args.pred,
                                 save_pred=args.save_pred, ssim_window=args.ssim_window,

@@ -24,9 +24,12 @@ import numpy as np
 import torch
 
 from . import tiling
-from .enhance import PRIOR_MODES, compute_priors, enhance_tensor, load_prior_files, side_by_side
+from .choices import check_choice
+from .enhance import compute_priors, enhance_tensor, load_prior_files, side_by_side
 from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic, to_model_range, to_uint8
+from .layout import KINDS, prior_file
 from .precision import PRECISIONS
+from .priors import PRIOR_MODES
 from .samplers import AUTO
 
 SIDE_BY_SIDE_SUFFIX = "_before_after"
@@ -106,8 +109,7 @@ def collect_jobs(inputs: Sequence[str | Path], out_dir: str | Path, *, side_by_s
         sbs = out.with_name(out.stem + SIDE_BY_SIDE_SUFFIX + ".png") if side_by_side else None
         priors = None
         if priors_dir is not None:
-            stem = src.stem
-            priors = (Path(priors_dir) / f"{stem}_edge.png", Path(priors_dir) / f"{stem}_semantic.png")
+            priors = tuple(prior_file(priors_dir, src.stem, kind) for kind in KINDS)
         jobs.append(Job(src, out, sbs, priors))
     return jobs
 
@@ -145,8 +147,7 @@ class FolderRunner:
                  overwrite: bool = False,
                  pipelined: bool = True, progress: bool = True, interrupt: Callable[[], None] | None = None,
                  log: Callable[[str], None] | None = None):
-        if prior_mode not in PRIOR_MODES:
-            raise ValueError(f"prior_mode must be one of {PRIOR_MODES}, got {prior_mode!r}")
+        check_choice("prior_mode", prior_mode, PRIOR_MODES)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model, self.sam = model, sam

@@ -50,8 +50,8 @@ import numpy as np
 
 from .atomic import write_json_atomic
 from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic
+from .layout import MANIFEST, SIDES, pair_paths
 
-MANIFEST = "synth.json"
 MANIFEST_VERSION = 1
 
 
@@ -291,7 +291,7 @@ def list_photos(dirs: Sequence[str | os.PathLike], recursive: bool = False) -> l
 
 
 def _pair_complete(out: Path, name: str) -> bool:
-    lo, hi = out / "low" / name, out / "high" / name
+    lo, hi = pair_paths(out, name)
     if not (lo.is_file() and hi.is_file()):
         return False
     try:
@@ -333,8 +333,9 @@ def _make_one(job: tuple[str, str, str, int, dict, int | None]) -> tuple[str, di
     rng = pair_rng(seed, name)
     params = sample_params(rng, recipe)
     low = apply_low_light(high, params, rng, recipe)
-    save_png_atomic(high, Path(out) / "high" / name)
-    save_png_atomic(low, Path(out) / "low" / name)
+    low_path, high_path = pair_paths(out, name)
+    save_png_atomic(high, high_path)
+    save_png_atomic(low, low_path)
     return name, {**params.to_dict(), **({"preset": preset} if preset else {})}, None
 
 
@@ -367,8 +368,8 @@ def synth_folder(photos: Sequence[str | os.PathLike], out: str | os.PathLike, *,
             raise ValueError(f"{out} holds pairs made with other settings ({manifest_path}); "
                              "use another --out, or --overwrite to remake them all")
         old_params = old.get("params", {})
-    (out / "low").mkdir(parents=True, exist_ok=True)
-    (out / "high").mkdir(parents=True, exist_ok=True)
+    for side in SIDES:
+        (out / side).mkdir(parents=True, exist_ok=True)
     _write_json_atomic({**settings, "params": old_params}, manifest_path)
 
     report = SynthReport()

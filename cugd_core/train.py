@@ -28,6 +28,7 @@ import random
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -37,14 +38,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
 from .atomic import atomic_path, write_json_atomic
+from .choices import check_choice
 from .config import CUGDConfig
+from .data import ARRAYS, PairDataset, StepBatches, load_pair, to_tensors
+from .evaluate import METRICS, image_metrics
 from .exposure import model_condition
-from .data import ARRAYS, PRIOR_MODES, SIDES, PairDataset, StepBatches, load_pair, missing_priors, to_tensors
+from .imageops import crop, pad_to_multiple, to_uint8
+from .layout import MANIFEST, SIDES, list_pairs, missing_priors, priors_dir
 from .losses import LossConfig, compute_loss, draw
+from .priors import PRIOR_MODES, compute_dataset_priors
+from .samplers import sample
 from .schedule import RELEASED_SCHEDULE
 from .unet import CUGDDenoiser
+from .weights import load_denoiser, save_safetensors
 
 CHECKPOINT, BEST, CONFIG_JSON, LOG = "checkpoint.pt", "best.pt", "config.json", "log.jsonl"
 CKPT_FORMAT = "cugd-train-1"
@@ -80,8 +89,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.prior_mode not in PRIOR_MODES:
-            raise ValueError(f"prior_mode must be one of {PRIOR_MODES}, got {self.prior_mode!r}")
+        check_choice("prior_mode", self.prior_mode, PRIOR_MODES)
         if self.steps < 0 or self.batch_size < 1 or self.crop < 8:
             raise ValueError("need steps >= 0, batch_size >= 1, crop >= 8")
         if (self.lr_decay_start is not None and self.lr_decay_start < 0) or not 0 <= self.lr_min <= self.lr:
@@ -176,7 +184,6 @@ def build_model(cfg: TrainConfig) -> CUGDDenoiser:
     config = cfg.model_config()
     model = orthogonal_init(CUGDDenoiser(config))
     if cfg.init:
-        from .weights import load_denoiser
         src = load_denoiser(cfg.init)
         # attn_kv_grid and cond_exposure change no tensor: a model may be fine-tuned into them
         same_tensors = dict(with_uncertainty_head=False, attn_kv_grid=0, cond_exposure=0.0, cond_exposure_strength=1.0)
@@ -276,13 +283,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 # -- validation --------------------------------------------------------------------------------------
 @torch.no_grad()
-def validate(model: CUGDDenoiser, root: str | os.PathLike, names: list[str], *, prior_mode: str,
-             constant_priors: bool = False, seed: int = 0, device=torch.device("cpu")) -> dict:
+def validation_scores(model: CUGDDenoiser, root: str | os.PathLike, names: list[str], *, prior_mode: str,
+                      constant_priors: bool = False, seed: int = 0, device=torch.device("cpu")) -> dict:
     """Mean PSNR/SSIM (with and without GT-mean, `evaluate.image_metrics`) of `model` on full-size pairs,
     padded to x32 as at test time (SPEC 1.2), sampled with the 10-step DDPM sampler."""
-    from .evaluate import METRICS, image_metrics
-    from .imageops import crop, pad_to_multiple, to_uint8
-    from .samplers import sample
     model.eval()
     rows = []
     for name in names:
@@ -305,15 +309,14 @@ def prior_sides(loss: LossConfig) -> tuple[str, ...]:
 def ensure_priors(root: str | os.PathLike, mode: str, d: Dist, *, sides=SIDES, poll_s: float = 5.0) -> None:
     """Compute the missing priors of a paired folder (rank 0; the others wait for the files).
 
-    `priors.compute_dataset_priors` writes the cache `data.prior_path` reads, skipping what exists,
+    `priors.compute_dataset_priors` writes the cache `layout.prior_path` names, skipping what exists,
     so an interrupted computation resumes. Validation needs only `sides=("low",)`.
     """
-    err = Path(root) / "priors" / mode / ".failed"
+    err = priors_dir(root, mode) / ".failed"
     if d.main:
         if missing_priors(root, mode, sides):
             err.unlink(missing_ok=True)
             try:
-                from .priors.dataset import compute_dataset_priors
                 compute_dataset_priors(root, mode=mode, splits=sides)
             except BaseException as e:
                 err.parent.mkdir(parents=True, exist_ok=True)
@@ -352,161 +355,195 @@ class _StopFlag:
             signal.signal(s, h)
 
 
+class Trainer:
+    """One run on this rank: the model, EMA, optimiser and data of a `TrainConfig`, resumed from
+    `RUN/checkpoint.pt` when asked. `step` trains one global batch; `log`, `validate` and `save` write
+    the run folder (rank 0 only); `run` is the loop of `train`."""
+
+    def __init__(self, cfg: TrainConfig, d: Dist, *, resume: bool = False):
+        self.cfg, self.d = cfg, d
+        self.out = Path(cfg.out)
+        self.ckpt_path = self.out / CHECKPOINT
+        self.start = time.time()
+        if d.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if self.ckpt_path.exists() and not resume:
+                raise FileExistsError(f"{self.out} already holds a run ({self.ckpt_path}); "
+                                      "resume it or choose another --out")
+        self.loss_cfg = cfg.loss_config()
+        if not cfg.constant_priors:
+            ensure_priors(cfg.data, cfg.prior_mode, d, sides=prior_sides(self.loss_cfg))
+        self.val_names: list[str] = []
+        if cfg.val_data and cfg.val_every > 0 and cfg.val_count > 0 and d.main:
+            self.val_names = [n for n, _, _ in list_pairs(cfg.val_data)][:cfg.val_count]
+            if not cfg.constant_priors:
+                ensure_priors(cfg.val_data, cfg.prior_mode, Dist(), sides=("low",))
+
+        self.model = build_model(cfg).to(d.device)
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr)
+        self.global_step, self.train_s, self.best, self.last_val = 0, 0.0, {}, None
+        if resume and self.ckpt_path.exists():
+            self._load(load_checkpoint(self.ckpt_path))
+        self.net = LossModule(self.model, self.loss_cfg, cfg.batch_size)
+        if d.active:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+
+        dataset = PairDataset(cfg.data, prior_mode=cfg.prior_mode, crop=cfg.crop, seed=cfg.seed,
+                              constant_priors=cfg.constant_priors,
+                              cond_exposure=(self.model.config.cond_exposure, self.model.config.cond_exposure_strength),
+                              sides=prior_sides(self.loss_cfg))
+        batches = StepBatches(len(dataset), cfg.batch_size, world=d.world, rank=d.rank, seed=cfg.seed,
+                              start_step=self.global_step)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
+                                                  pin_memory=d.device.type == "cuda")
+        self.autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda")
+        if d.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest conv kernels once
+        self.shape = (3, cfg.crop, cfg.crop)
+        self.last: dict = {}  # the loss terms of the latest step
+        self.stats_sum, self.n_stats, self.t_log = torch.zeros(len(STAT_NAMES)), 0, time.time()
+
+    def _load(self, ck: dict) -> None:
+        """Continue from a checkpoint of the same run (same identity), this rank's RNG state included."""
+        if ck["config"]["identity"] != json.loads(json.dumps(self.cfg.identity())):
+            raise ValueError(f"{self.ckpt_path} was made with other settings: {ck['config']['identity']} "
+                             f"vs {self.cfg.identity()}; use another --out")
+        self.model.load_state_dict(ck["model"])
+        self.ema.load_state_dict(ck["ema"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.global_step, self.train_s, self.best = int(ck["step"]), float(ck["train_seconds"]), ck.get("best", {})
+        self.last_val = ck.get("last_val")
+        rng = ck["rng"]
+        set_rng_state(rng[self.d.rank] if self.d.rank < len(rng) else rng[0])
+
+    def elapsed(self, now: float) -> float:
+        """Training seconds of the whole run (earlier calls included) at time `now`."""
+        return self.train_s + now - self.start
+
+    def save(self) -> None:
+        """`RUN/checkpoint.pt` (every rank's RNG state, gathered) and `RUN/config.json`."""
+        cfg, rngs = self.cfg, _gather(rng_state(), self.d)
+        if self.d.main:
+            atomic_torch_save({"format": CKPT_FORMAT, "step": self.global_step, "model": self.model.state_dict(),
+                               "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(), "rng": rngs,
+                               "world_size": self.d.world, "train_seconds": self.elapsed(time.time()),
+                               "best": self.best, "last_val": self.last_val, "prior_mode": cfg.prior_mode,
+                               "config": {"train": cfg.to_dict(), "identity": cfg.identity()}}, self.ckpt_path)
+            write_json_atomic({"train": cfg.to_dict(), "world_size": self.d.world, "step": self.global_step,
+                               "prior_mode": cfg.prior_mode}, self.out / CONFIG_JSON, allow_nan=True)
+
+    def log(self, record: dict) -> None:
+        """Append one JSON record to `RUN/log.jsonl`."""
+        if self.d.main:
+            with open(self.out / LOG, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def log_losses(self) -> None:
+        """Log the mean loss terms of the steps since the previous train record."""
+        now, step = time.time(), self.global_step
+        mean = dict(zip(STAT_NAMES, (self.stats_sum / self.n_stats).tolist()))
+        self.log({"kind": "train", "step": step, **mean, "it_s": self.n_stats / max(now - self.t_log, 1e-9),
+                  "elapsed_s": self.elapsed(now), "unrolled_every": self.loss_cfg.unrolled_every,
+                  "lr": lr_at(step - 1, self.cfg)})
+        self.stats_sum, self.n_stats, self.t_log = torch.zeros(len(STAT_NAMES)), 0, now
+
+    def validate(self) -> dict | None:
+        """Score the EMA weights on the validation pairs, log them, and keep `RUN/best.pt` at the best
+        PSNR. None without validation pairs (and on ranks other than 0)."""
+        if not self.val_names:
+            return None
+        cfg, step = self.cfg, self.global_step
+        scores = validation_scores(self.ema, cfg.val_data, self.val_names, prior_mode=cfg.prior_mode,
+                                   constant_priors=cfg.constant_priors, seed=cfg.seed, device=self.d.device)
+        self.log({"kind": "val", "step": step, **scores})
+        self.last_val = {"step": step, **scores}
+        if scores["psnr"] > self.best.get("psnr", -math.inf):
+            self.best = {"step": step, **scores}
+            atomic_torch_save({"format": CKPT_FORMAT + "-best", "step": step, "ema": self.ema.state_dict(),
+                               "val": scores, "config": {"train": cfg.to_dict()}}, self.out / BEST)
+        return scores
+
+    def draws(self, step: int, cpu_batch: dict):
+        """The random numbers of `step` for this batch: a pure function of (seed, step, sample ids)."""
+        unrolled = self.loss_cfg.unrolled_at(step)
+        return draw(self.cfg.seed, step, cpu_batch["index"].tolist(), self.shape, unrolled=unrolled,
+                    consistency=self.loss_cfg.use_consistency_map and unrolled)
+
+    def step(self, cpu_batch: dict, draws) -> dict:
+        """One optimiser step and EMA update on this rank's part of a global batch; returns the loss
+        terms averaged over the ranks."""
+        d, step = self.d, self.global_step
+        batch = {k: v.to(d.device, non_blocking=True) for k, v in cpu_batch.items()}
+        with self.autocast:
+            total, stats = self.net({k: batch[k] for k in ARRAYS if k in batch}, draws.to(d.device),
+                                    self.loss_cfg.unrolled_at(step))
+        total.backward()
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(step, self.cfg)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        ema_update(self.ema, self.model, ema_decay_at(step, self.cfg.ema_decay))
+        stats = _all_mean(stats, d).cpu()
+        self.global_step += 1
+        self.stats_sum += stats
+        self.n_stats += 1
+        self.last = dict(zip(STAT_NAMES, stats.tolist()))
+        return self.last
+
+    def run(self, stop_after: int | None = None) -> dict:
+        """Train up to `cfg.steps` (see `train`)."""
+        cfg, d = self.cfg, self.d
+        bar = tqdm(total=cfg.steps, initial=self.global_step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not (d.main and cfg.progress), mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        self.stats_sum, self.n_stats, self.t_log = torch.zeros(len(STAT_NAMES)), 0, time.time()
+        steps_this_call = 0
+        # The draws (CPU RNG, ~17M normals a step at batch 32, crop 128) of step s+1 are made in a thread
+        # while step s runs: `draw` is a pure function of (seed, step, ids), so nothing changes but the time.
+        with _StopFlag() as stop, ThreadPoolExecutor(1, thread_name_prefix="cugd-draws") as pool:
+            it = iter(self.loader)  # StepBatches is endless: the look-ahead batch always exists
+            nxt = next(it)
+            pending = pool.submit(self.draws, self.global_step, nxt)
+            while self.global_step < cfg.steps:
+                cpu_batch, draws = nxt, pending.result()
+                nxt = next(it)
+                pending = pool.submit(self.draws, self.global_step + 1, nxt)
+                last = self.step(cpu_batch, draws)
+                steps_this_call += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
+                step = self.global_step
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    self.log_losses()
+                if cfg.val_every > 0 and step % cfg.val_every == 0 and d.main:
+                    self.validate()
+                interrupted = _any(stop.set or (stop_after is not None and steps_this_call >= stop_after), d)
+                if step % cfg.ckpt_every == 0 or step == cfg.steps or interrupted:
+                    self.save()
+                if interrupted:
+                    break
+        bar.close()
+        step = self.global_step
+        validating = bool(cfg.val_data and cfg.val_every > 0 and cfg.val_count > 0)
+        if validating and step >= cfg.steps and step % cfg.val_every:  # score the final weights too
+            if d.main:
+                self.validate()
+            self.save()
+        summary = {"step": step, "last": self.last, "val": self.last_val, "best": self.best, "world_size": d.world,
+                   "interrupted": step < cfg.steps}
+        if d.active:
+            dist.barrier()
+        return summary
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, threads: int | None = None,
           stop_after: int | None = None) -> dict:
     """Run (or resume) training up to `cfg.steps`. Returns a summary (rank 0: last losses, val scores).
 
     stop_after: leave after this many steps of *this call* with a checkpoint (tests; like a SIGTERM).
     """
-    d = setup_distributed(device, threads)
-    out = Path(cfg.out)
-    ckpt_path = out / CHECKPOINT
-    start = time.time()
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        if ckpt_path.exists() and not resume:
-            raise FileExistsError(f"{out} already holds a run ({ckpt_path}); resume it or choose another --out")
-    if not cfg.constant_priors:
-        ensure_priors(cfg.data, cfg.prior_mode, d, sides=prior_sides(cfg.loss_config()))
-    val_names: list[str] = []
-    if cfg.val_data and cfg.val_every > 0 and cfg.val_count > 0 and d.main:
-        from .evaluate import list_pairs
-        val_names = [n for n, _, _ in list_pairs(cfg.val_data)][:cfg.val_count]
-        if not cfg.constant_priors:
-            ensure_priors(cfg.val_data, cfg.prior_mode, Dist(), sides=("low",))
-
-    model = build_model(cfg).to(d.device)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    step, train_s, best, last_val = 0, 0.0, {}, None
-    if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        if ck["config"]["identity"] != json.loads(json.dumps(cfg.identity())):
-            raise ValueError(f"{ckpt_path} was made with other settings: {ck['config']['identity']} "
-                             f"vs {cfg.identity()}; use another --out")
-        model.load_state_dict(ck["model"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["optimizer"])
-        step, train_s, best = int(ck["step"]), float(ck["train_seconds"]), ck.get("best", {})
-        last_val = ck.get("last_val")
-        rng = ck["rng"]
-        set_rng_state(rng[d.rank] if d.rank < len(rng) else rng[0])
-    net = model
-    if d.active:
-        net = nn.parallel.DistributedDataParallel(LossModule(model, cfg.loss_config(), cfg.batch_size),
-                                                  device_ids=[d.local_rank] if d.device.type == "cuda" else None)
-    else:
-        net = LossModule(model, cfg.loss_config(), cfg.batch_size)
-
-    loss_cfg = cfg.loss_config()
-    dataset = PairDataset(cfg.data, prior_mode=cfg.prior_mode, crop=cfg.crop, seed=cfg.seed,
-                          constant_priors=cfg.constant_priors,
-                          cond_exposure=(model.config.cond_exposure, model.config.cond_exposure_strength),
-                          sides=prior_sides(loss_cfg))
-    batches = StepBatches(len(dataset), cfg.batch_size, world=d.world, rank=d.rank, seed=cfg.seed, start_step=step)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
-                                         pin_memory=d.device.type == "cuda")
-    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda")
-    if d.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest conv kernels once
-
-    def save(final_stats=None):
-        rngs = _gather(rng_state(), d)
-        if d.main:
-            atomic_torch_save({"format": CKPT_FORMAT, "step": step, "model": model.state_dict(),
-                               "ema": ema.state_dict(), "optimizer": opt.state_dict(), "rng": rngs,
-                               "world_size": d.world, "train_seconds": train_s + time.time() - start,
-                               "best": best, "last_val": last_val, "prior_mode": cfg.prior_mode,
-                               "config": {"train": cfg.to_dict(), "identity": cfg.identity()}}, ckpt_path)
-            write_json_atomic({"train": cfg.to_dict(), "world_size": d.world, "step": step,
-                               "prior_mode": cfg.prior_mode}, out / CONFIG_JSON, allow_nan=True)
-
-    def log(record: dict):
-        if d.main:
-            with open(out / LOG, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def run_validation():
-        nonlocal best, last_val
-        if not val_names:
-            return None
-        scores = validate(ema, cfg.val_data, val_names, prior_mode=cfg.prior_mode,
-                          constant_priors=cfg.constant_priors, seed=cfg.seed, device=d.device)
-        log({"kind": "val", "step": step, **scores})
-        last_val = {"step": step, **scores}
-        if scores["psnr"] > best.get("psnr", -math.inf):
-            best = {"step": step, **scores}
-            atomic_torch_save({"format": CKPT_FORMAT + "-best", "step": step, "ema": ema.state_dict(),
-                               "val": scores, "config": {"train": cfg.to_dict()}}, out / BEST)
-        return scores
-
-    from tqdm import tqdm
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-               disable=not (d.main and cfg.progress), mininterval=1.0 if sys.stderr.isatty() else 30.0)
-    shape = (3, cfg.crop, cfg.crop)
-    stats_sum, n_stats, t_log, steps_this_call = torch.zeros(len(STAT_NAMES)), 0, time.time(), 0
-    last = {}
-    def draws_of(s: int, cpu_batch: dict):
-        u = loss_cfg.unrolled_at(s)
-        return draw(cfg.seed, s, cpu_batch["index"].tolist(), shape, unrolled=u,
-                    consistency=loss_cfg.use_consistency_map and u)
-
-    # The draws (CPU RNG, ~17M normals a step at batch 32, crop 128) of step s+1 are made in a thread
-    # while step s runs: `draw` is a pure function of (seed, step, ids), so nothing changes but the time.
-    from concurrent.futures import ThreadPoolExecutor
-    with _StopFlag() as stop, ThreadPoolExecutor(1, thread_name_prefix="cugd-draws") as pool:
-        it = iter(loader)  # StepBatches is endless: the look-ahead batch always exists
-        nxt = next(it)
-        pending = pool.submit(draws_of, step, nxt)
-        while step < cfg.steps:
-            cpu_batch, draws = nxt, pending.result()
-            nxt = next(it)
-            pending = pool.submit(draws_of, step + 1, nxt)
-            batch = {k: v.to(d.device, non_blocking=True) for k, v in cpu_batch.items()}
-            draws = draws.to(d.device)
-            unrolled = loss_cfg.unrolled_at(step)
-            with autocast:
-                total, stats = net({k: batch[k] for k in ARRAYS if k in batch}, draws, unrolled)
-            total.backward()
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
-            stats = _all_mean(stats, d).cpu()
-            step += 1
-            steps_this_call += 1
-            stats_sum += stats
-            n_stats += 1
-            last = dict(zip(STAT_NAMES, stats.tolist()))
-            bar.update(1)
-            bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                now = time.time()
-                mean = dict(zip(STAT_NAMES, (stats_sum / n_stats).tolist()))
-                log({"kind": "train", "step": step, **mean, "it_s": n_stats / max(now - t_log, 1e-9),
-                     "elapsed_s": train_s + now - start, "unrolled_every": loss_cfg.unrolled_every,
-                     "lr": lr_at(step - 1, cfg)})
-                stats_sum, n_stats, t_log = torch.zeros(len(STAT_NAMES)), 0, now
-            if cfg.val_every > 0 and step % cfg.val_every == 0 and d.main:
-                run_validation()
-            interrupted = _any(stop.set or (stop_after is not None and steps_this_call >= stop_after), d)
-            if step % cfg.ckpt_every == 0 or step == cfg.steps or interrupted:
-                save()
-            if interrupted:
-                break
-    bar.close()
-    validating = bool(cfg.val_data and cfg.val_every > 0 and cfg.val_count > 0)
-    if validating and step >= cfg.steps and step % cfg.val_every:  # score the final weights too
-        if d.main:
-            run_validation()
-        save()
-    summary = {"step": step, "last": last, "val": last_val, "best": best, "world_size": d.world,
-               "interrupted": step < cfg.steps}
-    if d.active:
-        dist.barrier()
-    return summary
+    return Trainer(cfg, setup_distributed(device, threads), resume=resume).run(stop_after)
 
 
 # -- export ------------------------------------------------------------------------------------------
@@ -515,7 +552,6 @@ def export_model(run_dir: str | os.PathLike, path: str | os.PathLike, *, weights
     """Write a run's EMA weights (`weights="ema"`: latest, `"best"`: best validation PSNR, `"model"`:
     raw weights) as a CUGD .safetensors whose metadata is the model card: training data (and its
     synthesis recipe + seed, if `synth` made it), recipe, config, steps, wall time, prior mode, val scores."""
-    from .weights import save_safetensors
     run_dir = Path(run_dir)
     ck = load_checkpoint(run_dir / CHECKPOINT)
     cfg = TrainConfig(**ck["config"]["train"])
@@ -533,8 +569,7 @@ def export_model(run_dir: str | os.PathLike, path: str | os.PathLike, *, weights
     elif weights != "ema":
         raise ValueError(f"weights must be 'ema', 'best' or 'model', got {weights!r}")
     model.load_state_dict(state)
-    synth_json = Path(cfg.data) / "synth.json"
-    from .evaluate import list_pairs
+    synth_json = Path(cfg.data) / MANIFEST
     data = {"pairs": cfg.data, "count": len(list_pairs(cfg.data))}
     if synth_json.is_file():
         s = json.loads(synth_json.read_text())

@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from . import comfy_bridge as bridge
 from .types import CATEGORY, CUGDPriors, Priors, SAMModel
 
-MODES = ("fast", "exact")
+MODES = bridge.core("priors").PRIOR_MODES
 
 
 def _outputs():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cugd_core.data import KINDS, SIDES, prior_path
+from cugd_core.layout import KINDS, SIDES, prior_path
 from cugd_core.imageops import load_image, save_png_atomic
 from cugd_core.priors.maps import encode_prior_u8
 from cugd_core.synth import pair_rng, synthesize_pair

@@ -12,8 +12,8 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from cugd_core import baselines
-from cugd_core.evaluate import (METRICS, add_cli, evaluate_pairs, gt_mean_correct, image_metrics, list_pairs,
-                                per_image, psnr, rgb_to_gray_u8, ssim)
+from cugd_core.evaluate import (METRICS, add_cli, baseline_table, evaluate_pairs, gt_mean_correct, image_metrics,
+                                list_pairs, per_image, psnr, rgb_to_gray_u8, run_baselines, ssim)
 from cugd_core.synth import LowLightRecipe, pair_rng, synthesize_pair
 
 
@@ -173,13 +173,13 @@ def test_zero_dce_loads_the_packaged_weights_safely():
 
 
 def test_run_baselines_on_a_tiny_pairs_folder(pairs_dir):
-    results = baselines.run_baselines(pairs_dir)
+    results = run_baselines(pairs_dir)
     assert list(results) == ["identity", "gain_gamma", "histeq", "clahe", "zero_dce"]
     for r in results.values():
         assert len(r.per_image) == 3 and all(np.isfinite(r.mean[k]) for k in METRICS)
         assert r.mean["niqe"] is None  # every image here is below NIQE's 96x96 block
     assert results["gain_gamma"].mean["psnr"] > results["identity"].mean["psnr"]
-    table = baselines.baseline_table(results)
+    table = baseline_table(results)
     assert table.count("\n") == 6 and "zero_dce" in table
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import argparse
 
+from .dataset import compute_dataset_priors
+from .extract import MODES
+
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -14,7 +17,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                     "DATA/high into DATA/priors/<mode>/ (or --out); resumable: existing files are skipped.")
     p.add_argument("--data", required=True, help="dataset folder with low/ and high/")
     p.add_argument("--out", default=None, help="cache folder (default: DATA/priors/<mode>)")
-    p.add_argument("--mode", default="fast", choices=["fast", "exact", "reference"],
+    p.add_argument("--mode", default="fast", choices=list(MODES),
                    help="fast: fewer prompts (default); exact: the authors' settings")
     p.add_argument("--sam", default=None,
                    help="SAM checkpoint path, file name in --sam-dir/CUGD_SAM_DIRS, or hf://owner/repo/file "
@@ -31,8 +34,6 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from .dataset import compute_dataset_priors
-
     stats = compute_dataset_priors(args.data, args.out, sam=args.sam, mode=args.mode,
                                    progress=not args.no_progress, overwrite=args.overwrite,
                                    sam_dirs=args.sam_dir, device=args.device,

@@ -1,8 +1,8 @@
 """Priors of a whole LOL-layout dataset (`low/`, `high/`), cached as the PNGs the authors' loader reads.
 
-Cache layout: `<data>/priors/<mode>/{low,high}/<stem>_edge.png` and `<stem>_semantic.png` (RGB uint8
-viridis; or under `out_dir`). Each file is written atomically (temp file + rename), so an interrupted
-run leaves no half-written PNG, and a rerun skips images whose two PNGs already exist.
+Cache layout (`layout.py`): `<data>/priors/<mode>/{low,high}/<stem>_edge.png` and `<stem>_semantic.png`
+(RGB uint8 viridis; or under `out_dir`). Each file is written atomically (temp file + rename), so an
+interrupted run leaves no half-written PNG, and a rerun skips images whose two PNGs already exist.
 """
 from __future__ import annotations
 
@@ -11,28 +11,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..choices import check_choice
 from ..imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic
+from ..layout import KINDS, SIDES, prior_file, priors_dir
 from .extract import MODES, extract_prior_maps
 from .loading import as_sam
 from .maps import encode_prior_u8
 
-SPLITS = ("low", "high")
-
 
 def cache_dir(data_dir, mode: str = "fast", out_dir=None) -> Path:
-    return Path(out_dir) if out_dir is not None else Path(data_dir) / "priors" / mode
+    return Path(out_dir) if out_dir is not None else priors_dir(data_dir, mode)
 
 
 def prior_paths(root, split: str, stem: str) -> tuple[Path, Path]:
-    folder = Path(root) / split
-    return folder / f"{stem}_edge.png", folder / f"{stem}_semantic.png"
+    """`(edge, semantic)` files of one image in a cache folder `root`."""
+    edge, semantic = (prior_file(Path(root) / split, stem, k) for k in KINDS)
+    return edge, semantic
 
 
-def dataset_images(data_dir, splits=SPLITS) -> list[tuple[str, Path]]:
+def dataset_images(data_dir, splits=SIDES) -> list[tuple[str, Path]]:
     """`(split, path)` of every image in `low/` and `high/` (or only the given splits), sorted."""
     data_dir = Path(data_dir)
-    if unknown := set(splits) - set(SPLITS):
-        raise ValueError(f"splits must be among {SPLITS}, got {sorted(unknown)}")
+    if unknown := set(splits) - set(SIDES):
+        raise ValueError(f"splits must be among {SIDES}, got {sorted(unknown)}")
     found = [(s, p) for s in splits if (data_dir / s).is_dir()
              for p in sorted((data_dir / s).iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
     if not found:
@@ -42,7 +43,7 @@ def dataset_images(data_dir, splits=SPLITS) -> list[tuple[str, Path]]:
 
 
 def compute_dataset_priors(data_dir, out_dir=None, sam=None, mode: str = "fast", progress: bool = True,
-                           *, overwrite: bool = False, sam_dirs=None, device=None, splits=SPLITS) -> dict:
+                           *, overwrite: bool = False, sam_dirs=None, device=None, splits=SIDES) -> dict:
     """Write the edge/semantic prior PNGs of every `low/` and `high/` image; returns counts
     (`images`, `written`, `skipped`, `cache`). `splits=("low",)`: only the dark side (what
     evaluation and validation read).
@@ -51,8 +52,7 @@ def compute_dataset_priors(data_dir, out_dir=None, sam=None, mode: str = "fast",
     default MobileSAM; it is loaded only if some image still needs priors. `device`: where to run a
     model loaded here.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    check_choice("mode", mode, sorted(MODES))
     items = dataset_images(data_dir, splits)
     root = cache_dir(data_dir, mode, out_dir)
     todo = [(s, p) for s, p in items if overwrite or not all(q.is_file() for q in prior_paths(root, s, p.stem))]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..choices import check_choice
 from ..imageops import as_rgb_u8
 from .generator import AUTHORS, GeneratorSettings, MaskSet, generate_masks
 from .loading import as_sam
@@ -37,10 +38,11 @@ class PriorMode:
 # even on one core; 8x8 halves the deviation from exact but takes ~6 s of one core (bench_priors.py).
 FAST = GeneratorSettings(points_per_side=6)
 MODES = {
+    "fast": PriorMode(FAST, "folded"),
     "exact": PriorMode(AUTHORS, "folded"),
     "reference": PriorMode(AUTHORS, "module"),
-    "fast": PriorMode(FAST, "folded"),
 }
+PRIOR_MODES = ("fast", "exact")  # what users choose (CLI, nodes, training); "reference" only verifies exact
 
 
 def _image(image) -> np.ndarray:
@@ -56,9 +58,7 @@ def _image(image) -> np.ndarray:
 def _mode(mode) -> PriorMode:
     if isinstance(mode, PriorMode):
         return mode
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
-    return MODES[mode]
+    return MODES[check_choice("mode", mode, sorted(MODES))]
 
 
 def generate(image, sam, mode="exact", progress=None) -> MaskSet:

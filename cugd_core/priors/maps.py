@@ -152,6 +152,11 @@ def encode_prior_u8(map2d) -> np.ndarray:
     return rgb
 
 
+def constant_prior_u8(h: int, w: int) -> np.ndarray:
+    """The viridis colour of a zero map `[H,W,3]`: priors held constant (the no-prior ablation)."""
+    return np.broadcast_to(encode_prior_u8(np.zeros((1, 1), np.float32)), (h, w, 3)).copy()
+
+
 def encode_prior(map2d):
     """The 8-bit viridis encoding the network reads: `[H,W]` -> float32 `[3,H,W]` in [0,1].
 
