@@ -122,7 +122,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="fp32 (exact, default) or bf16 (autocast, float32 weights: about 3x faster on CPUs "
-                        "with AVX-512 BF16 or AMX and on GPUs; outputs differ slightly)")
+                        "with AVX-512 BF16 or AMX and on GPUs; outputs differ slightly; other CPUs emulate it, "
+                        "several times slower than fp32, and a warning says so)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
