@@ -3,8 +3,8 @@
 Each sub-command lives in its own module, which registers it with `add_cli(subparsers)` and sets
 `func(args) -> exit code`. Only the module of the command being run is imported, so a module that
 cannot be imported (a missing optional package) breaks only its own command, with a message that
-says what to install. Errors are one line on stderr and a non-zero exit code; set CUGD_DEBUG=1 for
-the traceback.
+says what to install. Errors are one line on stderr and a non-zero exit code (`EXIT_CODES`); set
+CUGD_DEBUG=1 for the traceback.
 """
 from __future__ import annotations
 
@@ -27,6 +27,16 @@ COMMANDS = {
     "evaluate": ("cugd_core.evaluate", "PSNR/SSIM of a model, baseline or prediction folder on paired data"),
     "convert": ("cugd_core.weights", "convert the authors' *_gen.pth to a CUGD .safetensors"),
 }
+
+
+EXIT_OK, EXIT_ALL_FAILED, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}    every input enhanced (or already done)
+  {EXIT_ALL_FAILED}    no input could be enhanced (each failure is listed)
+  {EXIT_USAGE}    usage or setup error (bad option or value, missing model or input, output folder not
+       writable or overlapping the inputs, too few steps for the model): nothing was done
+  {EXIT_SOME_FAILED}    some inputs failed (listed), the others were written
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C): finished outputs are kept; run again to resume"""
 
 
 class CLIError(Exception):
@@ -131,12 +141,13 @@ def add_enhance_cli(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("enhance", help="enhance dark photos (files and folders) into a folder",
                               description="Enhance low-light images with a CUGD model and SAM priors. Outputs are "
                                           "OUT/<name>.png; existing outputs are skipped (so an interrupted run "
-                                          "resumes) unless --overwrite.")
+                                          "resumes) unless --overwrite. OUT must not be an input folder.",
+                              epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="IN", help="image files and/or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     _add_sampling_args(p)
     p.add_argument("--side-by-side", action="store_true", help="also write OUT/<name>_before_after.png")
-    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (never an input file)")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders (kept in OUT)")
     p.add_argument("--no-pipeline", action="store_true", help="one image at a time (no overlap of reading, "
                                                                "priors, sampling and writing)")
@@ -155,21 +166,39 @@ def _runner(args, sam_needed: bool):
                         pipelined=not getattr(args, "no_pipeline", False), progress=not args.quiet)
 
 
+def exit_code(report) -> int:
+    """`EXIT_CODES` of a finished run: 0 all good, 1 nothing could be enhanced, 3 some failed."""
+    if not report.failed:
+        return EXIT_OK
+    return EXIT_SOME_FAILED if report.done or report.skipped else EXIT_ALL_FAILED
+
+
 def _report(report, label: str) -> int:
     print(f"{label}: {report.summary()}", file=sys.stderr)
-    return 1 if report.failed and not report.done else 0
+    return exit_code(report)
+
+
+def _prepare(args, out: Path, jobs) -> None:
+    """Fail before any work: the model must exist and the output folder be writable (it is created)."""
+    from .atomic import check_writable_dir
+
+    resolve_model(args.model)
+    if any(getattr(args, "overwrite", True) or not j.done() for j in jobs):  # demo: always redone
+        check_writable_dir(out)
 
 
 def run_enhance(args) -> int:
-    from .pipeline import collect_jobs
+    from .imageops import IMAGE_EXTENSIONS
+    from .pipeline import check_outputs_apart, collect_jobs
 
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"-o {out} exists and is not a folder")
     jobs = collect_jobs(args.inputs, out, side_by_side=args.side_by_side, priors_dir=args.priors,
                         recursive=args.recursive)
     if not jobs:
-        raise CLIError(f"no images found in {', '.join(args.inputs)} (extensions: png, jpg, bmp, webp, tif)")
+        raise CLIError(f"no images found in {', '.join(args.inputs)} (extensions: "
+                       f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)})")
+    check_outputs_apart(args.inputs, out, jobs, recursive=args.recursive)
+    _prepare(args, out, jobs)
     pending = [j for j in jobs if args.overwrite or not j.done()]
     runner = _runner(args, sam_needed=args.priors is None and bool(pending))
     return _report(runner.run(jobs), "enhance")
@@ -179,7 +208,8 @@ def run_enhance(args) -> int:
 def add_demo_cli(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="enhance the bundled sample photo (assets/sample_dark.png)",
                               description="Enhance assets/sample_dark.png with the default model and MobileSAM "
-                                          "priors; writes OUT/sample_enhanced.png and OUT/sample_before_after.png.")
+                                          "priors; writes OUT/sample_enhanced.png and OUT/sample_before_after.png.",
+                              epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", default="out", metavar="OUT", help="output folder (default: out)")
     p.add_argument("--image", default=str(SAMPLE_IMAGE), help=argparse.SUPPRESS)
     _add_sampling_args(p)
@@ -198,6 +228,7 @@ def run_demo(args) -> int:
     if args.priors:
         priors = tuple(Path(args.priors) / f"{src.stem}_{kind}.png" for kind in ("edge", "semantic"))
     job = Job(src, out / "sample_enhanced.png", out / "sample_before_after.png", priors)
+    _prepare(args, out, [job])
     code = _report(_runner(args, sam_needed=priors is None).run([job]), "demo")
     if code == 0:
         print(f"wrote {job.out} and {job.side_by_side}")
@@ -214,7 +245,8 @@ def _placeholder(subparsers, name: str, help_text: str) -> None:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The CLI parser; only `command`'s module is imported (the others get a placeholder)."""
     parser = argparse.ArgumentParser(prog="python -m cugd_core",
-                                     description="CUGD low-light enhancement: a diffusion model steered by SAM priors.")
+                                     description="CUGD low-light enhancement: a diffusion model steered by SAM priors.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parser.unavailable = {}  # command -> why it cannot run
     add_enhance_cli(sub)
@@ -256,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         report = getattr(e, "cugd_report", None)
         print(f"{command}: interrupted" + (f"; {report.summary()}" if report else ""), file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except SystemExit:
         raise
     except Exception as e:
@@ -266,4 +298,4 @@ def main(argv: list[str] | None = None) -> int:
         kind = "" if isinstance(e, known) else f"{type(e).__name__}: "
         print(f"{command or 'cugd_core'}: error: {kind}{_one_line(e)}"
               + ("" if isinstance(e, known) else " (set CUGD_DEBUG=1 for the traceback)"), file=sys.stderr)
-        return 2
+        return EXIT_USAGE
