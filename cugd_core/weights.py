@@ -271,7 +271,10 @@ def _mismatch_message(net, config, source, missing, unexpected, mis_shaped, not_
         if diff:
             parts.append(f"likely cause: wrong config, the file has {', '.join(diff)} in the config; "
                          "pass config=None to read the architecture from the file, or the file's own config.")
-        else:
+        if mis_shaped and not diff:
+            parts.append(f"likely cause: tensor shapes do not match the config (first: {mis_shaped[0]}); the "
+                         "file was made for another config, or edited: pass the config it was trained with.")
+        if (missing or unexpected) and not diff:
             parts.append("likely cause: the file is a CUGD checkpoint with extra or missing tensors "
                          "(edited or partial); re-export it from the training code.")
     return " ".join(parts)
