@@ -121,7 +121,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
                                                   "<stem>_semantic.png (the authors' format) instead of SAM")
     p.add_argument("--prior-mode", choices=PRIOR_MODES, default="fast",
                    help="fast: batched mask generation; exact: the authors' generator, bit for bit")
-    p.add_argument("--steps", type=_positive, default=10, help="sampling steps (at most 10 for the released schedule)")
+    p.add_argument("--steps", type=_positive, default=10,
+                   help="sampling steps (at most 10 for the released schedule; at least the model card's "
+                        "cugd_min_steps, 3 for the shipped model)")
     p.add_argument("--sampler", choices=SAMPLER_CHOICES, default=AUTO,
                    help="auto: the model's recommendation (its card's cugd_sampler, else ddpm); ddpm: the authors' "
                         "ancestral sampler; ddim: deterministic")
@@ -158,7 +160,10 @@ def add_enhance_cli(subparsers) -> argparse.ArgumentParser:
 def _runner(args, sam_needed: bool):
     from .pipeline import FolderRunner
 
+    from .session import check_min_steps
+
     model = load_model(args.model, args.device)
+    check_min_steps(model, args.steps)  # before SAM is loaded or any image read
     device = str(next(model.parameters()).device)
     sam = load_sam_model(args.sam, device) if sam_needed else None
     return FolderRunner(model, sam, steps=args.steps, sampler=args.sampler, seed=args.seed, tile=args.tile,
