@@ -159,7 +159,6 @@ def add_enhance_cli(subparsers) -> argparse.ArgumentParser:
 
 def _runner(args, sam_needed: bool):
     from .pipeline import FolderRunner
-
     from .session import check_min_steps
 
     model = load_model(args.model, args.device)
@@ -183,12 +182,13 @@ def _report(report, label: str) -> int:
     return exit_code(report)
 
 
-def _prepare(args, out: Path, jobs) -> None:
-    """Fail before any work: the model must exist and the output folder be writable (it is created)."""
+def _prepare(model: str | None, out: Path, writes: bool) -> None:
+    """Fail before any work: the model must exist and, if anything is to be written, the output
+    folder be writable (it is created)."""
     from .atomic import check_writable_dir
 
-    resolve_model(args.model)
-    if any(getattr(args, "overwrite", True) or not j.done() for j in jobs):  # demo: always redone
+    resolve_model(model)
+    if writes:
         check_writable_dir(out)
 
 
@@ -203,8 +203,8 @@ def run_enhance(args) -> int:
         raise CLIError(f"no images found in {', '.join(args.inputs)} (extensions: "
                        f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)})")
     check_outputs_apart(args.inputs, out, jobs, recursive=args.recursive)
-    _prepare(args, out, jobs)
     pending = [j for j in jobs if args.overwrite or not j.done()]
+    _prepare(args.model, out, bool(pending))
     runner = _runner(args, sam_needed=args.priors is None and bool(pending))
     return _report(runner.run(jobs), "enhance")
 
@@ -233,7 +233,7 @@ def run_demo(args) -> int:
     if args.priors:
         priors = tuple(Path(args.priors) / f"{src.stem}_{kind}.png" for kind in ("edge", "semantic"))
     job = Job(src, out / "sample_enhanced.png", out / "sample_before_after.png", priors)
-    _prepare(args, out, [job])
+    _prepare(args.model, out, True)
     code = _report(_runner(args, sam_needed=priors is None).run([job]), "demo")
     if code == 0:
         print(f"wrote {job.out} and {job.side_by_side}")
