@@ -45,11 +45,17 @@ def remove_stale_temps(path: str | os.PathLike, suffix: str = ".tmp") -> list[Pa
 
 
 def check_writable_dir(folder: str | os.PathLike, what: str = "output folder") -> Path:
-    """Create `folder` (with parents) and write and remove a probe file in it, so that an unusable
-    folder is reported before any work. Raises OSError saying which folder and why."""
+    """Report an unusable folder before any work: create `folder` (with parents), write and remove a
+    probe file in it, then remove the folders it had to create (a run that fails later leaves
+    nothing behind; `atomic_path` creates them at the first write). Raises OSError saying which
+    folder and why."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OSError(f"the {what} {folder} is a file, not a folder; choose a folder")
+    created, p = [], folder
+    while not p.exists() and p != p.parent:  # what mkdir will create, innermost first
+        created.append(p)
+        p = p.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".cugd-probe.", dir=folder)
@@ -59,6 +65,12 @@ def check_writable_dir(folder: str | os.PathLike, what: str = "output folder") -
         raise OSError(f"cannot write to the {what} {folder}: {e.strerror or e}"
                       f"{f' ({e.filename})' if e.filename and str(e.filename) != str(folder) else ''}; "
                       "choose a folder you can write to") from None
+    finally:
+        for d in created:
+            try:
+                d.rmdir()
+            except OSError:  # never made, or no longer empty
+                pass
     return folder
 
 

@@ -91,8 +91,10 @@ def test_unwritable_output_folder_is_found_before_the_model_or_any_image(tmp_pat
 def test_output_folder_probe_leaves_nothing_behind(tmp_path):
     from cugd_core.atomic import check_writable_dir
 
-    target = tmp_path / "new" / "nested"
-    assert check_writable_dir(target) == target and target.is_dir() and not any(target.iterdir())
+    (tmp_path / "old").mkdir()
+    assert check_writable_dir(tmp_path / "old" / "new" / "nested") == tmp_path / "old" / "new" / "nested"
+    assert not any((tmp_path / "old").iterdir())  # the folders it made are gone again
+    assert check_writable_dir(tmp_path / "old") == tmp_path / "old" and not any((tmp_path / "old").iterdir())
 
 
 # -- exit codes -------------------------------------------------------------------------------------------
