@@ -158,25 +158,20 @@ def _outputs(out: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_ctrl_c_with_sam_priors_running_always_exits_130(tmp_path, tiny_model):
-    """SIGINT while the priors thread is inside SAM: before the first output, right after it, and a
-    while later. Each run ends with the summary and exit 130 (it used to end in SIGABRT, `terminate
-    called without an active exception`, about 4 times in 5), and leaves only complete outputs."""
+    """SIGINT while the priors thread is inside SAM for a later image: right after the first output,
+    and 0.7 s and 1.5 s later. Each run ends with the summary and exit 130 (it used to end in SIGABRT,
+    `terminate called without an active exception`, 4 times in 5), and leaves only complete outputs."""
     src = tmp_path / "in"
     for i in range(6):
         write_dark(src / f"img{i}.png", 48, 64, i)
-    for k, delay_after_first in enumerate((None, 0.0, 1.5)):
+    for k, delay_after_first in enumerate((0.0, 0.7, 1.5)):
         out = tmp_path / f"out{k}"
         proc = _start(_enhance_cmd(src, out, tiny_model, "--steps", "3"))
         deadline = time.monotonic() + 240
-        if delay_after_first is None:  # during the first image: wait for the first progress of the run
-            while not out.is_dir() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(1.0)
-        else:
-            while not _outputs(out) and time.monotonic() < deadline:
-                assert proc.poll() is None, proc.communicate()
-                time.sleep(0.05)
-            time.sleep(delay_after_first)
+        while not _outputs(out) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(delay_after_first)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
