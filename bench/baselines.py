@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cugd_core.baselines import BASELINES  # noqa: E402
 from cugd_core.evaluate import baseline_table, run_baselines, write_json_atomic  # noqa: E402
+from cugd_core.precision import cpu_flag_line  # noqa: E402
 
 
 def main() -> int:
@@ -29,6 +30,7 @@ def main() -> int:
                             ssim_window=args.ssim_window, limit=args.limit or None, progress=True)
     print(baseline_table(results))
     print(f"({time.time() - t0:.0f} s; SSIM window {args.ssim_window}; pairs {args.pairs})")
+    print(cpu_flag_line())
     if args.json:
         write_json_atomic({k: v.to_dict() for k, v in results.items()}, args.json)
     return 0

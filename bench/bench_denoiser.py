@@ -11,7 +11,8 @@ Released configuration, random weights (seed 0), batch 1. Rows per size:
 Every case runs in a fresh subprocess: `--warmup` untimed calls, then `--repeats` timed ones (median).
 Peak memory = peak RSS of the subprocess minus its RSS before the first call (weights and inputs
 loaded). FLOPs are counted with torch's FlopCounterMode on meta tensors (2 per multiply-add); GFLOP/s
-are those of the math each row actually does. The machine's matmul peak is measured in the same run.
+are those of the math each row actually does. The machine's matmul peak is measured in the same run
+(`--peak-n`: its matrix side; 0 skips it) and the CPU flags that decide bf16 speed are printed.
 The reference is skipped where its two live attention matrices would not fit in memory.
 """
 from __future__ import annotations
@@ -183,6 +184,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per case (median reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls first (0: the median of 3 absorbs it)")
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--peak-n", type=int, default=2048,
+                    help="side of the square matmul that measures the peak (default 2048; a CPU without "
+                         "hardware bf16 takes minutes for its bf16 run); 0 = do not measure")
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--case", choices=MODES, help=argparse.SUPPRESS)
     ap.add_argument("--save", help=argparse.SUPPRESS)
@@ -193,10 +197,14 @@ def main(argv=None) -> int:
         return 0
 
     load_start = os.getloadavg()
-    peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    n = args.peak_n
+    peak = {k: matmul_gflops(dtype, n) if n > 0 else None
+            for k, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     print(f"# CUGD denoiser benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
-    print(f"matmul peak (2048^3, median of 5): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+    print(precision.cpu_flag_line())
+    print(f"matmul peak ({n}^3, median of 5): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s"
+          if n > 0 else "matmul peak: not measured (--peak-n 0)")
     print(f"load average at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
     rows, results = [], []
     with tempfile.TemporaryDirectory(prefix="cugd-bench-") as tmp:
@@ -240,7 +248,7 @@ def main(argv=None) -> int:
                              if ref.get("peak_bytes") and mode != "reference" else "")
                 rows.append(f"| {size} | {mode} | {r['median_s'] * 1e3:.0f} ({statistics.median(r['cpu_s']):.1f} cpu-s) | "
                             f"{speed} | {gib(r['peak_bytes'])}{mem_ratio} | {r['flops'] / 1e12:.3f} | "
-                            f"{gfs:.0f} / {peak[kind]:.0f} | {'' if diff is None else f'{diff:.1e}'} | "
+                            f"{gfs:.0f} / {'-' if peak[kind] is None else f'{peak[kind]:.0f}'} | {'' if diff is None else f'{diff:.1e}'} | "
                             f"{r['load'][0]:.1f} |")
     load_end = os.getloadavg()
     print()
@@ -259,7 +267,8 @@ def main(argv=None) -> int:
     print(f"load average at end: {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}"
           + (" -- taken under load (machine shared; 2 cores)" if max(load_start[0], load_end[0]) > 1.5 else ""))
     if args.json:
-        Path(args.json).write_text(json.dumps({"peak_gflops": peak, "load": [load_start, load_end],
+        Path(args.json).write_text(json.dumps({"peak_gflops": peak, "peak_n": n, "cpu": precision.cpu_flag_line(),
+                                               "load": [load_start, load_end],
                                                "results": results}, indent=1))
     return 0
 

@@ -28,6 +28,7 @@ from PIL import Image  # noqa: E402
 from cugd_core.cli import DEFAULT_MODEL, MODELS_DIR  # noqa: E402
 from cugd_core.layout import KINDS, prior_file  # noqa: E402
 from cugd_core.pipeline import FolderRunner, collect_jobs  # noqa: E402
+from cugd_core.precision import cpu_flag_line  # noqa: E402
 from cugd_core.priors import PRIOR_MODES  # noqa: E402
 
 
@@ -107,6 +108,7 @@ def main() -> int:
                    for a in sorted((Path(tmp) / "out_seq").iterdir()))
     print(f"model: {model_name}; priors: {args.priors} ({args.prior_mode}); {args.images} images {w}x{h}; "
           f"{args.steps} steps; torch threads {torch.get_num_threads()}; identical outputs: {same}")
+    print(cpu_flag_line())
     print(f"| run | seconds | images/min |\n|---|---:|---:|")
     for label, dt, ipm in rows:
         print(f"| {label} | {dt:.1f} | {ipm:.2f} |")

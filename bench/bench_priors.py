@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cugd_core.precision import cpu_flag_line  # noqa: E402
 from cugd_core.priors import GeneratorSettings, encode_prior_u8, load_sam  # noqa: E402
 from cugd_core.priors.extract import MODES, PriorMode, extract_prior_maps  # noqa: E402
 from tests._paths import PHOTOS  # noqa: E402
@@ -68,6 +69,7 @@ def main() -> None:
     sam = load_sam(args.sam)
     print(f"SAM: {sam.model_type} from {sam.checkpoint_path}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
+    print(cpu_flag_line())
     exact = MODES["exact"]
     if args.grid:
         exact = PriorMode(GeneratorSettings(points_per_side=args.grid), "folded")

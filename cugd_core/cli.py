@@ -3,8 +3,8 @@
 Each sub-command lives in its own module, which registers it with `add_cli(subparsers)` and sets
 `func(args) -> exit code`. Only the module of the command being run is imported, so a module that
 cannot be imported (a missing optional package) breaks only its own command, with a message that
-says what to install. Errors are one line on stderr and a non-zero exit code; set CUGD_DEBUG=1 for
-the traceback.
+says what to install. Errors are one line on stderr and a non-zero exit code (`EXIT_CODES`); set
+CUGD_DEBUG=1 for the traceback.
 """
 from __future__ import annotations
 
@@ -29,6 +29,16 @@ COMMANDS = {
     "evaluate": ("cugd_core.evaluate", "PSNR/SSIM of a model, baseline or prediction folder on paired data"),
     "convert": ("cugd_core.weights", "convert the authors' *_gen.pth to a CUGD .safetensors"),
 }
+
+
+EXIT_OK, EXIT_ALL_FAILED, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}    every input enhanced (or already done)
+  {EXIT_ALL_FAILED}    no input could be enhanced (each failure is listed)
+  {EXIT_USAGE}    usage or setup error (bad option or value, missing model or input, output folder not
+       writable or overlapping the inputs, too few steps for the model): nothing was done
+  {EXIT_SOME_FAILED}    some inputs failed (listed), the others were written
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C): finished outputs are kept; run again to resume"""
 
 
 class CLIError(Exception):
@@ -103,7 +113,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
                                                   "<stem>_semantic.png (the authors' format) instead of SAM")
     p.add_argument("--prior-mode", choices=PRIOR_MODES, default="fast",
                    help="fast: batched mask generation; exact: the authors' generator, bit for bit")
-    p.add_argument("--steps", type=_positive, default=10, help="sampling steps (at most 10 for the released schedule)")
+    p.add_argument("--steps", type=_positive, default=10,
+                   help="sampling steps (at most 10 for the released schedule; at least the model card's "
+                        "cugd_min_steps, 3 for the shipped model)")
     p.add_argument("--sampler", choices=SAMPLER_CHOICES, default=AUTO,
                    help="auto: the model's recommendation (its card's cugd_sampler, else ddpm); ddpm: the authors' "
                         "ancestral sampler; ddim: deterministic")
@@ -114,7 +126,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="fp32 (exact, default) or bf16 (autocast, float32 weights: about 3x faster on CPUs "
-                        "with AVX-512 BF16 or AMX and on GPUs; outputs differ slightly)")
+                        "with AVX-512 BF16 or AMX and on GPUs; outputs differ slightly; other CPUs emulate it, "
+                        "several times slower than fp32, and a warning says so)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -122,12 +135,13 @@ def add_enhance_cli(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("enhance", help="enhance dark photos (files and folders) into a folder",
                               description="Enhance low-light images with a CUGD model and SAM priors. Outputs are "
                                           "OUT/<name>.png; existing outputs are skipped (so an interrupted run "
-                                          "resumes) unless --overwrite.")
+                                          "resumes) unless --overwrite. OUT must not be an input folder.",
+                              epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="IN", help="image files and/or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     _add_sampling_args(p)
     p.add_argument("--side-by-side", action="store_true", help="also write OUT/<name>_before_after.png")
-    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (never an input file)")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders (kept in OUT)")
     p.add_argument("--no-pipeline", action="store_true", help="one image at a time (no overlap of reading, "
                                                                "priors, sampling and writing)")
@@ -137,8 +151,10 @@ def add_enhance_cli(subparsers) -> argparse.ArgumentParser:
 
 def _runner(args, sam_needed: bool):
     from .pipeline import FolderRunner
+    from .session import check_min_steps
 
     model = load_model(args.model, args.device)
+    check_min_steps(model, args.steps)  # before SAM is loaded or any image read
     device = str(next(model.parameters()).device)
     sam = load_sam_model(args.sam, device) if sam_needed else None
     return FolderRunner(model, sam, steps=args.steps, sampler=args.sampler, seed=args.seed, tile=args.tile,
@@ -146,22 +162,41 @@ def _runner(args, sam_needed: bool):
                         pipelined=not getattr(args, "no_pipeline", False), progress=not args.quiet)
 
 
+def exit_code(report) -> int:
+    """`EXIT_CODES` of a finished run: 0 all good, 1 nothing could be enhanced, 3 some failed."""
+    if not report.failed:
+        return EXIT_OK
+    return EXIT_SOME_FAILED if report.done or report.skipped else EXIT_ALL_FAILED
+
+
 def _report(report, label: str) -> int:
     print(f"{label}: {report.summary()}", file=sys.stderr)
-    return 1 if report.failed and not report.done else 0
+    return exit_code(report)
+
+
+def _prepare(model: str | None, out: Path, writes: bool) -> None:
+    """Fail before any work: the model must exist and, if anything is to be written, the output
+    folder be writable (it is created)."""
+    from .atomic import check_writable_dir
+
+    resolve_model(model)
+    if writes:
+        check_writable_dir(out)
 
 
 def run_enhance(args) -> int:
-    from .pipeline import collect_jobs
+    from .imageops import IMAGE_EXTENSIONS
+    from .pipeline import check_outputs_apart, collect_jobs
 
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"-o {out} exists and is not a folder")
     jobs = collect_jobs(args.inputs, out, side_by_side=args.side_by_side, priors_dir=args.priors,
                         recursive=args.recursive)
     if not jobs:
-        raise CLIError(f"no images found in {', '.join(args.inputs)} (extensions: png, jpg, bmp, webp, tif)")
+        raise CLIError(f"no images found in {', '.join(args.inputs)} (extensions: "
+                       f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)})")
+    check_outputs_apart(args.inputs, out, jobs, recursive=args.recursive)
     pending = [j for j in jobs if args.overwrite or not j.done()]
+    _prepare(args.model, out, bool(pending))
     runner = _runner(args, sam_needed=args.priors is None and bool(pending))
     return _report(runner.run(jobs), "enhance")
 
@@ -170,7 +205,8 @@ def run_enhance(args) -> int:
 def add_demo_cli(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="enhance the bundled sample photo (assets/sample_dark.png)",
                               description="Enhance assets/sample_dark.png with the default model and MobileSAM "
-                                          "priors; writes OUT/sample_enhanced.png and OUT/sample_before_after.png.")
+                                          "priors; writes OUT/sample_enhanced.png and OUT/sample_before_after.png.",
+                              epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", default="out", metavar="OUT", help="output folder (default: out)")
     p.add_argument("--image", default=str(SAMPLE_IMAGE), help=argparse.SUPPRESS)
     _add_sampling_args(p)
@@ -190,6 +226,7 @@ def run_demo(args) -> int:
     if args.priors:
         priors = tuple(prior_file(args.priors, src.stem, kind) for kind in KINDS)
     job = Job(src, out / "sample_enhanced.png", out / "sample_before_after.png", priors)
+    _prepare(args.model, out, True)
     code = _report(_runner(args, sam_needed=priors is None).run([job]), "demo")
     if code == 0:
         print(f"wrote {job.out} and {job.side_by_side}")
@@ -206,7 +243,8 @@ def _placeholder(subparsers, name: str, help_text: str) -> None:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The CLI parser; only `command`'s module is imported (the others get a placeholder)."""
     parser = argparse.ArgumentParser(prog="python -m cugd_core",
-                                     description="CUGD low-light enhancement: a diffusion model steered by SAM priors.")
+                                     description="CUGD low-light enhancement: a diffusion model steered by SAM priors.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parser.unavailable = {}  # command -> why it cannot run
     add_enhance_cli(sub)
@@ -248,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         report = getattr(e, "cugd_report", None)
         print(f"{command}: interrupted" + (f"; {report.summary()}" if report else ""), file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except SystemExit:
         raise
     except Exception as e:
@@ -258,4 +296,4 @@ def main(argv: list[str] | None = None) -> int:
         kind = "" if isinstance(e, known) else f"{type(e).__name__}: "
         print(f"{command or 'cugd_core'}: error: {kind}{_one_line(e)}"
               + ("" if isinstance(e, known) else " (set CUGD_DEBUG=1 for the traceback)"), file=sys.stderr)
-        return 2
+        return EXIT_USAGE

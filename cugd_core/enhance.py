@@ -110,6 +110,7 @@ def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic:
     """
     schedule = schedule or RELEASED_SCHEDULE
     _check_steps(steps, sampler, schedule)
+    session.check_min_steps(model, steps)
     _check_precision(precision)
     if condition.ndim != 4 or condition.shape[1] != 3:
         raise ValueError(f"condition must be [B,3,H,W], got {tuple(condition.shape)}")
@@ -175,6 +176,7 @@ def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: st
         uint8 `[H,W,3]` for one image, else a list of them.
     """
     _check_precision(precision)
+    session.check_min_steps(model, steps)  # before any priors are computed
     images, single = _images(image)
     if priors is not None:
         prior_list = [priors] if single else list(priors)

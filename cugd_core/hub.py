@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PREFIX = "hf://"
+PROBE_TIMEOUT_S = 5.0  # connect, and wait for the first answer of the Hub, at most this long
 
 
 class HubError(OSError):
@@ -83,9 +84,10 @@ def hub_download(ref: HubRef | str, *, cache_dir: str | os.PathLike | None = Non
     except ImportError as e:  # pragma: no cover - huggingface_hub is a runtime dependency
         raise HubError(f"loading {ref} needs the huggingface_hub package: pip install huggingface_hub") from e
     offline = _offline()
-    # huggingface_hub retries a refused connection for ~20 s; a quick probe answers at once and
-    # lets a cached file be used without the wait
-    unreachable = not offline and not _reachable(_endpoint())
+    # huggingface_hub retries a refused connection for ~20 s, and a server that accepts but never
+    # answers for ~400 s (6 tries of 60 s); one bounded request first decides at once, and lets a
+    # cached file be used without the wait
+    unreachable = not offline and not _answers(_resolve_url(ref))
     try:
         path = hf_hub_download(ref.repo_id, ref.filename, revision=ref.revision,
                                cache_dir=None if cache_dir is None else str(cache_dir),
@@ -95,8 +97,9 @@ def hub_download(ref: HubRef | str, *, cache_dir: str | os.PathLike | None = Non
             raise HubError(f"{ref} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: download it "
                            "once with HF_HUB_OFFLINE unset (or copy the file into ComfyUI/models/cugd and use "
                            "its name)") from e
-        raise HubError(f"cannot reach the Hugging Face Hub at {_endpoint()} to fetch {ref}, and it is not in "
-                       "the local cache: check the network/HF_ENDPOINT, or use a local file") from e
+        raise HubError(f"cannot reach the Hugging Face Hub at {_endpoint()} to fetch {ref} (no answer within "
+                       f"{PROBE_TIMEOUT_S:g} s), and it is not in the local cache: check the network/HF_ENDPOINT, "
+                       "or use a local file") from e
     except RepositoryNotFoundError as e:
         raise HubError(f"{ref}: repository {ref.repo_id!r} not found on {_endpoint()} "
                        "(or it is private/gated: log in with `hf auth login`)") from e
@@ -109,21 +112,37 @@ def hub_download(ref: HubRef | str, *, cache_dir: str | os.PathLike | None = Non
     return Path(path)
 
 
-def _reachable(endpoint: str, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the endpoint's host opens. Behind a proxy (`*_PROXY` set) the
-    host may be unreachable directly yet served, so the check is left to huggingface_hub."""
-    import socket
-    from urllib.parse import urlsplit
+def _resolve_url(ref: HubRef) -> str:
+    """The URL huggingface_hub asks first for this file (HEAD)."""
+    from urllib.parse import quote
+
+    return f"{_endpoint().rstrip('/')}/{ref.repo_id}/resolve/{quote(ref.revision, safe='')}/{quote(ref.filename)}"
+
+
+def _answers(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the server answers a HEAD of `url` (any HTTP status) within `timeout` seconds, both to
+    connect and for the answer. Refused, unresolvable and silent servers do not. Behind a proxy
+    (`*_PROXY` set) the host may be unreachable directly yet served, so the check is left to
+    huggingface_hub; TLS problems are left to it too (its message says more)."""
+    import http.client
+    import ssl
+    import urllib.error
+    import urllib.request
 
     if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
         return True
-    url = urlsplit(endpoint)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # direct, as decided above
     try:
-        port = url.port or (443 if url.scheme == "https" else 80)
-        with socket.create_connection((url.hostname, port), timeout=timeout):
+        with opener.open(urllib.request.Request(url, method="HEAD"), timeout=timeout):
             return True
-    except (OSError, ValueError):
+    except urllib.error.HTTPError:  # 401/404/...: it answered
+        return True
+    except urllib.error.URLError as e:
+        return isinstance(e.reason, ssl.SSLError)
+    except (TimeoutError, ConnectionError, http.client.HTTPException):  # silent, or hung up without answering
         return False
+    except ValueError:  # not a URL at all: huggingface_hub will say so
+        return True
 
 
 def _endpoint() -> str:

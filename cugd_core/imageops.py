@@ -6,6 +6,7 @@ reader goes through `as_rgb_u8`, so grayscale, RGBA, 16-bit and float images are
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ import torch
 
 from .atomic import atomic_path
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+PNG_TEMP_SUFFIX = ".tmp.png"  # `save_png_atomic`'s temp files: `.<name>.XXXXXXXX.tmp.png` beside the target
 
 
 def as_rgb_u8(image) -> np.ndarray:
@@ -47,12 +49,18 @@ def as_rgb_u8(image) -> np.ndarray:
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8 `[H,W,3]` RGB (any PIL mode: L, LA, P, RGBA, I;16, I, F, CMYK)."""
+    """Read an image file as uint8 `[H,W,3]` RGB (any PIL mode: L, LA, P, RGBA, I;16, I, F, CMYK).
+
+    An animated file (GIF, APNG, WebP, multi-page TIFF) gives its first frame, with a warning.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
         with Image.open(path) as opened:
+            frames = getattr(opened, "n_frames", 1)
+            if frames > 1:
+                warnings.warn(f"{path} has {frames} frames: only the first frame is enhanced", stacklevel=2)
             im = ImageOps.exif_transpose(opened)  # phone photos: honour the EXIF orientation
             im.load()
             if im.mode.startswith("I"):  # 16-bit PNG/TIFF (I;16*) or 32-bit int: scale 0..65535
@@ -74,7 +82,7 @@ def save_png_atomic(image_u8: np.ndarray, path: str | os.PathLike) -> Path:
     from PIL import Image
 
     path = Path(path)
-    with atomic_path(path, suffix=".tmp.png") as tmp:
+    with atomic_path(path, suffix=PNG_TEMP_SUFFIX) as tmp:
         Image.fromarray(np.ascontiguousarray(image_u8)).save(tmp, format="PNG")
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are ordinary images
     return path

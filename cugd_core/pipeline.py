@@ -6,9 +6,10 @@ A small thread pipeline (torch and PIL release the GIL in their kernels):
 
 Queues are bounded (a couple of images in flight), so memory stays flat on any folder size. Each
 output is written to a temporary file and renamed (never half-written); outputs that already
-exist are skipped unless `overwrite`, which is also how an interrupted run resumes. A file that
-cannot be read or enhanced is reported and skipped; an interruption (Ctrl-C, or `interrupt()`
-raising) stops the run after the writes already finished.
+exist are skipped unless `overwrite`, which is also how an interrupted run resumes (temp files a
+killed run left behind are removed first). A file that cannot be read or enhanced is reported and
+skipped; an interruption (Ctrl-C, or `interrupt()` raising) stops the run after the writes already
+finished and joins the worker threads. Outputs never land on the inputs (`check_outputs_apart`).
 """
 from __future__ import annotations
 
@@ -24,15 +25,17 @@ import numpy as np
 import torch
 
 from . import tiling
+from .atomic import remove_stale_temps
 from .choices import check_choice
 from .enhance import compute_priors, enhance_tensor, load_prior_files, side_by_side
-from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic, to_model_range, to_uint8
+from .imageops import IMAGE_EXTENSIONS, PNG_TEMP_SUFFIX, load_image, save_png_atomic, to_model_range, to_uint8
 from .layout import KINDS, prior_file
 from .precision import PRECISIONS
 from .priors import PRIOR_MODES
 from .samplers import AUTO
 
 SIDE_BY_SIDE_SUFFIX = "_before_after"
+THREAD_PREFIX = "cugd-pipeline-"  # names of the worker threads (the CLI checks for them at exit)
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,31 @@ def collect_jobs(inputs: Sequence[str | Path], out_dir: str | Path, *, side_by_s
             priors = tuple(prior_file(priors_dir, src.stem, kind) for kind in KINDS)
         jobs.append(Job(src, out, sbs, priors))
     return jobs
+
+
+def check_outputs_apart(inputs: Sequence[str | Path], out_dir: str | Path, jobs: Sequence[Job], *,
+                        recursive: bool = False) -> None:
+    """Refuse (ValueError) an output folder that would overwrite, or be read back as, the inputs:
+    `out_dir` equal to an input folder, inside one when `recursive` (the next run would enhance the
+    outputs), or any output file that is an input file (e.g. `a.png -o .`). Checked before any work,
+    whatever `overwrite` says."""
+    out = Path(out_dir).resolve()
+    for item in inputs:
+        p = Path(item).resolve()
+        if not p.is_dir():
+            continue
+        if out == p:
+            raise ValueError(f"-o {out_dir} is the input folder {item}: the outputs would replace or be mistaken "
+                             "for the originals; write them to another folder (e.g. -o enhanced/)")
+        if recursive and out.is_relative_to(p):
+            raise ValueError(f"-o {out_dir} is inside the input folder {item} and --recursive would read the "
+                             "outputs as inputs next time; write them outside it")
+    sources = {j.src.resolve(): j.src for j in jobs}
+    for job in jobs:
+        for target in job.outputs():
+            if target.resolve() in sources:
+                raise ValueError(f"output {target} would replace the input {sources[target.resolve()]}; "
+                                 "write the outputs to another folder with -o")
 
 
 # -- running -----------------------------------------------------------------------------------------
@@ -226,6 +254,9 @@ class FolderRunner:
         report = Report()
         todo = [j for j in jobs if self.overwrite or not j.done()]
         report.skipped = len(jobs) - len(todo)
+        for job in todo:  # a killed earlier run may have left temp files of exactly these outputs
+            for target in job.outputs():
+                remove_stale_temps(target, PNG_TEMP_SUFFIX)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), unit="img", disable=not self.progress or not todo, file=sys.stderr,
@@ -304,9 +335,11 @@ class FolderRunner:
                     errors.append(e)
 
         feed = iter([_Item(j) for j in todo])
-        threads = [threading.Thread(target=stage, args=(lambda: next(feed, END), self._read, decoded), daemon=True),
-                   threading.Thread(target=stage, args=(lambda: get(decoded), self._priors, with_priors), daemon=True)]
-        write_thread = threading.Thread(target=writer, daemon=True)
+        threads = [threading.Thread(target=stage, args=(lambda: next(feed, END), self._read, decoded), daemon=True,
+                                    name=THREAD_PREFIX + "reader"),
+                   threading.Thread(target=stage, args=(lambda: get(decoded), self._priors, with_priors), daemon=True,
+                                    name=THREAD_PREFIX + "priors")]
+        write_thread = threading.Thread(target=writer, daemon=True, name=THREAD_PREFIX + "writer")
         for t in threads + [write_thread]:
             t.start()
         try:
@@ -337,4 +370,5 @@ def enhance_folder(inputs: Sequence[str | Path], out_dir: str | Path, model, sam
                    side_by_side: bool = False, priors_dir=None, recursive: bool = False, **kw) -> Report:
     """Enhance files and folders into `out_dir`; see `collect_jobs` and `FolderRunner` for the options."""
     jobs = collect_jobs(inputs, out_dir, side_by_side=side_by_side, priors_dir=priors_dir, recursive=recursive)
+    check_outputs_apart(inputs, out_dir, jobs, recursive=recursive)
     return FolderRunner(model, sam, **kw).run(jobs)

@@ -87,6 +87,15 @@ def remaining_plan(trajectory: "Trajectory", steps: int = 0) -> list[int]:
 
 
 # -- checks ------------------------------------------------------------------------------------------
+def check_min_steps(model, steps: int) -> None:
+    """Refuse fewer sampling steps than the model's card allows (`model.min_steps`, from its
+    `cugd_min_steps` metadata): below that the result is saturated noise, not an image."""
+    need = getattr(model, "min_steps", None)
+    if need and int(steps) < need:
+        raise ValueError(f"this model's card says it needs at least {need} sampling steps (cugd_min_steps); "
+                         f"{steps} were asked for, which give saturated noise: use {need} or more steps")
+
+
 def check_guidance(image_hw: Sequence[int], batch: int, guidance_hw: Sequence[int], guidance_batch: int, *,
                    same_model: bool = True) -> None:
     """Precomputed priors/guidance fit the images: same size, one per image or one for all, same model."""

@@ -132,6 +132,8 @@ class CUGDDenoiser(nn.Module):
 
     # the sampler this model's card recommends ("ddpm"/"ddim"; sampler "auto" picks it); None: the authors' DDPM
     preferred_sampler: str | None = None
+    # the fewest sampling steps its card says give a valid image (`cugd_min_steps`); None: no limit known
+    min_steps: int | None = None
 
     def __init__(self, config: CUGDConfig):
         super().__init__()

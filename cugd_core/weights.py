@@ -38,7 +38,7 @@ from .hub import HubRef, hub_download, is_hub_ref, parse_hub_ref
 from .schedule import RELEASED_SCHEDULE, Schedule
 
 __all__ = ["CheckpointError", "HubRef", "load_denoiser", "load_authors_pth", "load_safetensors",
-           "save_safetensors", "read_metadata", "detect_config", "resolve_in_folder", "add_cli"]
+           "save_safetensors", "read_metadata", "update_metadata", "detect_config", "resolve_in_folder", "add_cli"]
 
 FORMAT = "cugd"
 FORMAT_VERSION = 1
@@ -52,6 +52,7 @@ UNCERTAINTY_HEAD = "var_conv."
 _DEAD_MLP = re.compile(r"^(downs|mid|ups)\.\d+\.res_block\.mlp\.1\.(weight|bias)$")
 _RESERVED_META = ("format", "cugd_format_version", "cugd_config")
 SAMPLER_META = "cugd_sampler"  # model card: the sampler "auto" picks for this model
+MIN_STEPS_META = "cugd_min_steps"  # model card: fewer sampling steps than this give no valid image
 
 
 class CheckpointError(ValueError):
@@ -271,7 +272,10 @@ def _mismatch_message(net, config, source, missing, unexpected, mis_shaped, not_
         if diff:
             parts.append(f"likely cause: wrong config, the file has {', '.join(diff)} in the config; "
                          "pass config=None to read the architecture from the file, or the file's own config.")
-        else:
+        if mis_shaped and not diff:
+            parts.append(f"likely cause: tensor shapes do not match the config (first: {mis_shaped[0]}); the "
+                         "file was made for another config, or edited: pass the config it was trained with.")
+        if (missing or unexpected) and not diff:
             parts.append("likely cause: the file is a CUGD checkpoint with extra or missing tensors "
                          "(edited or partial); re-export it from the training code.")
     return " ".join(parts)
@@ -316,7 +320,8 @@ def save_safetensors(model: torch.nn.Module, path: str | os.PathLike, *, metadat
     fp16 range are an error. The dead `res_block.mlp.1` weights are left out unless `keep_dead`.
     `metadata` (model card: name, description, license, source, ...) is stored as strings (non-
     strings as JSON); `cugd_sampler` ("ddpm"/"ddim", default: the model's `preferred_sampler`) is the
-    sampler that "auto" picks for it. The file is written to a temporary name and renamed, so a failure never
+    sampler that "auto" picks for it, `cugd_min_steps` (default: the model's `min_steps`) the fewest
+    sampling steps it gives a valid image with. The file is written to a temporary name and renamed, so a failure never
     leaves a half-written file.
     """
     from safetensors.torch import save_file
@@ -331,6 +336,8 @@ def save_safetensors(model: torch.nn.Module, path: str | os.PathLike, *, metadat
     meta.update(format=FORMAT, cugd_format_version=str(FORMAT_VERSION), cugd_config=config.to_json())
     if getattr(model, "preferred_sampler", None) and SAMPLER_META not in meta:
         meta[SAMPLER_META] = model.preferred_sampler
+    if getattr(model, "min_steps", None) and MIN_STEPS_META not in meta:
+        meta[MIN_STEPS_META] = str(model.min_steps)
     if dtype is not None:
         meta["cugd_stored_dtype"] = str(dtype).removeprefix("torch.")
     tensors = {}
@@ -374,6 +381,7 @@ def _from_safetensors(tensors, meta, config: CUGDConfig | None, source: str, *, 
     net, _ = unwrap_authors(tensors)
     model = build_from_state_dict(net, _with_head(config or detect_config(net), head), source=source)
     model.preferred_sampler = _preferred_sampler(meta, source)
+    model.min_steps = _min_steps(meta, source)
     return model
 
 
@@ -387,6 +395,39 @@ def _preferred_sampler(meta: Mapping[str, str], source: str) -> str | None:
         warnings.warn(f"{source}: ignoring {SAMPLER_META}={name!r} (not one of {SAMPLERS})", stacklevel=3)
         return None
     return name
+
+
+def _min_steps(meta: Mapping[str, str], source: str) -> int | None:
+    """The fewest sampling steps the model card allows (`cugd_min_steps` metadata), if any."""
+    value = meta.get(MIN_STEPS_META)
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        warnings.warn(f"{source}: ignoring {MIN_STEPS_META}={value!r} (not a positive whole number)", stacklevel=3)
+        return None
+    return n
+
+
+def update_metadata(path: str | os.PathLike, updates: Mapping[str, Any]) -> Path:
+    """Rewrite a .safetensors' metadata (model card) with `updates` merged in; the tensors are
+    written back unchanged (same names, dtypes and bytes), atomically. Reserved keys are refused."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    clash = sorted(set(updates) & set(_RESERVED_META))
+    if clash:
+        raise ValueError(f"metadata keys {clash} are reserved (written from the model itself)")
+    tensors, meta = _read_safetensors(path)
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in updates.items()})
+    mode = path.stat().st_mode & 0o777
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, mode)  # the file keeps its permissions (mkstemp makes 0600)
+    return path
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -174,8 +174,10 @@ def intermediate_device():
 
 
 def pick_precision(choice: str, device):
-    """The compute precision: fp32 on CPU; on a GPU bf16 where supported, else fp16 where ComfyUI
-    deems it safe, else fp32. An explicit choice wins (bf16 also speeds up CPUs with AMX)."""
+    """The compute precision: fp32 on CPU (whatever the CPU: bf16 changes the outputs, and CPUs without
+    AVX-512 BF16/AMX emulate it, several times slower); on a GPU bf16 where supported, else fp16 where
+    ComfyUI deems it safe, else fp32. An explicit choice wins (bf16 speeds up CPUs with AVX-512 BF16 or
+    AMX; elsewhere `cugd_core.precision` warns when it runs)."""
     import torch
     import comfy.model_management as mm
 

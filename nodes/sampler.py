@@ -90,6 +90,7 @@ class CUGDSampler(io.ComfyNode):
         image = imageops.check_bhwc(image)
         session.check_guidance(image.shape[1:3], int(image.shape[0]), guidance.hw, guidance.batch,
                                same_model=guidance.model_id == id(model.denoiser))
+        session.check_min_steps(model.denoiser, steps)
         plan = session.plan_from_steps(steps, start_step, end_step)  # the released schedule
         trajectory = session.start(model.denoiser, imageops.bhwc_to_model(image), guidance.priors.edge,
                                    guidance.priors.semantic, guidance=guidance.guidance, seed=seed, t_start=plan[0],

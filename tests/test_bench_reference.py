@@ -91,13 +91,20 @@ def test_flop_count_matches_spec_section_7():
 
 
 @pytest.mark.slow
-def test_bench_script_runs_one_small_case(tmp_path):
-    """The benchmark end to end on a tiny size: a table row per mode and consistent numbers."""
+def test_bench_script_runs_one_small_case(tmp_path, capsys):
+    """The benchmark end to end on a tiny size: a table row per mode and consistent numbers, the CPU
+    flags recorded. A 64^3 matmul peak keeps it quick on CPUs that emulate bf16 (the default 2048^3
+    took 370 s on an AVX2-only CPU)."""
     from bench import bench_denoiser
     out = tmp_path / "r.json"
     assert bench_denoiser.main(["--sizes", "64x64", "--repeats", "1", "--modes", "reference,fp32,bf16",
-                                "--json", str(out)]) == 0
-    res = {r["mode"]: r for r in json.loads(out.read_text())["results"]}
+                                "--peak-n", "64", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    flags = next(line for line in table.splitlines() if line.startswith("CPU flags:"))
+    assert "native bf16: " in flags and "matmul peak (64^3" in table
+    raw = json.loads(out.read_text())
+    assert raw["peak_n"] == 64 and raw["cpu"] == flags and raw["peak_gflops"]["bf16"] > 0
+    res = {r["mode"]: r for r in raw["results"]}
     assert set(res) == {"reference", "fp32", "bf16"}
     assert res["fp32"]["diff_vs_reference"] <= 1e-5
     assert 0 < res["bf16"]["diff_vs_fp32"] <= precision.BF16_TOLERANCE

@@ -1,5 +1,11 @@
 """Two gloo processes (DistributedDataParallel) follow the same trajectory as one process with the
-same global batch and seed: same losses per step and the same final weights, within float tolerance."""
+same global batch and seed: same losses per step and the same final weights, within float tolerance.
+
+The tolerance must not depend on the CPU: all-reducing two half batches sums in another order than
+one batch does, and the rounding of that differs between kernels (AVX2 vs AVX-512). Adam divides each
+gradient by its own running RMS, so for a parameter whose gradient is tiny that rounding noise is
+amplified to ~1e-4 of its weight (an absolute 5e-5 bound passed with AVX-512 kernels and failed with
+AVX2 ones). Weights are therefore compared relative to how far training moved them from the init."""
 import json
 from pathlib import Path
 import os
@@ -8,7 +14,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from cugd_core.losses import LossConfig
 from cugd_core.train import CHECKPOINT, LOG, TrainConfig, build_model, load_checkpoint, train
@@ -58,7 +63,26 @@ def _losses(run) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / LOG).read_text().splitlines()]
 
 
-WEIGHT_ATOL = 5e-5
+# ||w_2ranks - w_1process|| / ||w_1process - w_init||, per tensor and over all of them. Measured after 3
+# steps on one CPU with its AVX-512 and with its AVX2 kernels (ATEN_CPU_CAPABILITY=avx2,
+# DNNL_MAX_CPU_ISA=AVX2): per tensor at most 3.0e-3 / 2.2e-3, all together 1.0e-4 / 4.7e-4. Ranks that
+# did not average their gradients (each following its half batch) would be at O(1).
+TENSOR_REL_TOL, GLOBAL_REL_TOL = 2e-2, 5e-3
+
+
+def _assert_same_training(got: dict, want: dict, init: dict, what: str) -> None:
+    """`got` reached the same weights as `want` from `init`: differences small against the distance moved."""
+    moved = {k: (want[k] - init[k]).float() for k in init}
+    diff = {k: (got[k] - want[k]).float() for k in init}
+    assert sum(float(m.norm()) > 0 for m in moved.values()) > len(moved) / 2, f"{what}: most weights did not train"
+    for k in init:
+        if not moved[k].any():  # never used (the dead res_block.mlp.1): untouched in both runs
+            assert not diff[k].any(), f"{what}: {k} changed in one run only"
+            continue
+        rel = float(diff[k].norm() / moved[k].norm())
+        assert rel <= TENSOR_REL_TOL, f"{what}: {k} is {rel:.2e} of its training step away"
+    total = (sum(float(d.pow(2).sum()) for d in diff.values()) / sum(float(m.pow(2).sum()) for m in moved.values())) ** 0.5
+    assert total <= GLOBAL_REL_TOL, f"{what}: weights {total:.2e} of the training step apart"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,14 +102,8 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     a, b = load_checkpoint(tmp_path / "one" / CHECKPOINT), load_checkpoint(tmp_path / "ddp" / CHECKPOINT)
     assert b["world_size"] == 2 and len(b["rng"]) == 2 and b["step"] == STEPS
     init = build_model(_cfg(data, tmp_path / "x")).state_dict()
-    # Adam divides each gradient by its own running RMS, so the float noise of a different reduction
-    # order (all-reduce of two half batches vs one batch) in a parameter whose gradient is tiny shows
-    # up at ~1e-5 of its weight (measured: 2.0e-5 on atten_q1q1.q after 3 steps); WEIGHT_ATOL keeps
-    # that, and stays far below how far training moved the weights (asserted next).
-    for k, w in a["model"].items():
-        torch.testing.assert_close(b["model"][k], w, rtol=0, atol=WEIGHT_ATOL, msg=k)
-        torch.testing.assert_close(b["ema"][k], a["ema"][k], rtol=0, atol=WEIGHT_ATOL, msg=k)
-    assert max(float((a["model"][k] - init[k]).abs().max()) for k in init) > 5 * WEIGHT_ATOL
+    _assert_same_training(b["model"], a["model"], init, "2 ranks vs 1 process")
+    _assert_same_training(b["ema"], a["ema"], init, "2 ranks vs 1 process (EMA)")
     assert (tmp_path / "ddp" / "config.json").is_file()
 
     # resume with another world size: 2 steps in one process, the last one on 2 ranks
@@ -95,5 +113,4 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     c = load_checkpoint(tmp_path / "mixed" / CHECKPOINT)
     assert c["step"] == STEPS and c["world_size"] == 2
     assert _losses(tmp_path / "mixed") == pytest.approx(one, rel=1e-5)
-    for k, w in a["model"].items():
-        torch.testing.assert_close(c["model"][k], w, rtol=0, atol=WEIGHT_ATOL, msg=k)
+    _assert_same_training(c["model"], a["model"], init, "1 process then 2 ranks vs 1 process")

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -97,6 +98,32 @@ class HubServer:
         self.thread.join()
 
 
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and never answers (a hung Hub or a black-holing proxy).
+    The accepting thread is a daemon and ends with `stop()`; held connections are closed then."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held, self._stop = [], threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                self.held.append(self.sock.accept()[0])
+            except (TimeoutError, OSError):
+                pass
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(timeout=5)
+        for s in self.held + [self.sock]:
+            s.close()
+
+
 # Runs in a fresh interpreter: load each reference through the public API, report the output on
 # the golden inputs (or the error) as one JSON list.
 _LOAD = r"""
@@ -176,6 +203,25 @@ def test_hub_download_then_offline_cache_then_clear_errors(served, tmp_path):
     assert down["error"] == "HubError"
     assert "cannot reach the Hugging Face Hub" in down["message"] and endpoint in down["message"]
     assert down["seconds"] < 8, down
+
+
+@pytest.mark.slow
+def test_a_hub_that_accepts_but_never_answers_fails_fast_or_uses_the_cache(served, tmp_path):
+    """huggingface_hub alone waits ~400 s (6 tries of 60 s) for such a server before its error."""
+    ref = f"hf://{REPO_ID}/{FILENAME}@main"
+    [online] = _load_in_fresh_process([ref], tmp_path / "hf_home", endpoint=served.url, offline=False)
+    assert "error" not in online, online
+    silent = SilentServer()
+    try:
+        [miss] = _load_in_fresh_process([ref], tmp_path / "empty_home", endpoint=silent.url, offline=False)
+        [cached] = _load_in_fresh_process([ref], tmp_path / "hf_home", endpoint=silent.url, offline=False)
+        assert silent.held, "the loader never connected to the silent server"
+    finally:
+        silent.stop()
+    assert miss["error"] == "HubError" and "cannot reach the Hugging Face Hub" in miss["message"], miss
+    assert silent.url in miss["message"] and "no answer within" in miss["message"]
+    assert miss["seconds"] < 20, miss  # a bound on waiting (the probe's 5 s timeout), not on CPU speed
+    assert cached == online, "with the Hub silent, the cached file is used"
 
 
 @pytest.mark.slow

@@ -275,7 +275,21 @@ def test_extra_or_missing_tensor_is_named(tmp_path):
     message = str(info.value)
     assert "1 missing keys (ups.1.attn.q.weight)" in message
     assert "1 unexpected keys (downs.1.res_block.extra.weight)" in message
-    assert "extra or missing tensors" in message
+    assert "extra or missing tensors" in message and "shapes do not match" not in message
+
+
+def test_wrong_shape_is_blamed_on_the_shapes_and_names_the_key(tmp_path):
+    """Same keys, one tensor of another shape (architecture detection agrees with the config)."""
+    state = authors_file(golden_state_dict())
+    key = "denoise_fn.ups.1.attn.q.weight"
+    state[key] = state[key][:-1].clone()
+    torch.save(state, tmp_path / "reshaped_gen.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_denoiser(tmp_path / "reshaped_gen.pth", golden_config())
+    message = str(info.value)
+    assert "1 shape mismatches (ups.1.attn.q.weight: file" in message
+    assert "tensor shapes do not match the config (first: ups.1.attn.q.weight: file" in message
+    assert "extra or missing" not in message
 
 
 def test_save_safetensors_is_atomic(tmp_path):

@@ -22,7 +22,7 @@ from ..choices import check_choice
 from ..imageops import as_rgb_u8
 from .generator import AUTHORS, GeneratorSettings, MaskSet, generate_masks
 from .loading import as_sam
-from .maps import PriorWarning, encode_prior, max_maps, maps_from_probs, normalize_map
+from .maps import NO_STRUCTURE, PriorWarning, encode_prior, max_maps, maps_from_probs, normalize_map
 from .sam_predictor import SamPromptPredictor
 
 
@@ -75,7 +75,7 @@ def maskset_maps(masks: MaskSet, degenerate: str = "zeros") -> tuple[torch.Tenso
     """(edge, semantic) maps `[H,W]` in [0,1] of a generator result (SPEC 5.2-5.3)."""
     h, w = masks.segmentation.shape[-2:]
     if len(masks) == 0:
-        warnings.warn("no mask survived: edge and semantic priors are all zeros", PriorWarning, stacklevel=2)
+        warnings.warn(f"no mask survived: edge and semantic priors are {NO_STRUCTURE}", PriorWarning, stacklevel=2)
         z = torch.zeros(h, w)
         return z, z.clone()
     e_max, p_max = max_maps(masks.iter_logits())
@@ -126,7 +126,7 @@ def priors_from_masks(masks, *, threshold: float = 0.5):
     prob = m.float().clamp(0, 1)
     h, w = prob.shape[-2:]
     if prob.shape[0] == 0:
-        warnings.warn("no mask: edge and semantic priors are all zeros", PriorWarning, stacklevel=2)
+        warnings.warn(f"no mask: edge and semantic priors are {NO_STRUCTURE}", PriorWarning, stacklevel=2)
         z = torch.zeros(h, w)
         return encode_prior(z), encode_prior(z)
     e_max = p_max = None

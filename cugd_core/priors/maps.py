@@ -32,6 +32,9 @@ _SOBEL = torch.tensor([[[[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]],
                        [[[-1.0, -2.0, -1.0], [0.0, 0.0, 0.0], [1.0, 2.0, 1.0]]]])  # [2,1,3,3]: Gx, Gy
 
 
+NO_STRUCTURE = "viridis(0) everywhere (the map of no structure, value 0)"  # what the warnings say
+
+
 class PriorWarning(UserWarning):
     """A prior map was degenerate (no mask, or a constant map) and got the documented fallback."""
 
@@ -97,8 +100,7 @@ def normalize_map(x: torch.Tensor, *, name: str = "map", degenerate: str = "zero
             warnings.warn(f"{name} prior is constant: normalised to NaN (authors' 0/0)", PriorWarning,
                           stacklevel=3)
             return torch.full_like(x, float("nan"))
-        warnings.warn(f"{name} prior is constant ({float(lo):.4g}); using an all-zero map", PriorWarning,
-                      stacklevel=3)
+        warnings.warn(f"{name} prior is constant ({float(lo):.4g}): {NO_STRUCTURE}", PriorWarning, stacklevel=3)
         return torch.zeros_like(x)
     return (x - lo) / (hi - lo)
 
@@ -121,7 +123,7 @@ def prior_maps(mask_logits, *, degenerate: str = "zeros"):
                          "priors_from_masks)")
     h, w = logits.shape[-2:]
     if logits.shape[0] == 0:
-        warnings.warn("no mask: edge and semantic priors are all zeros", PriorWarning, stacklevel=2)
+        warnings.warn(f"no mask: edge and semantic priors are {NO_STRUCTURE}", PriorWarning, stacklevel=2)
         edge = sem = torch.zeros(h, w, dtype=torch.float32, device=logits.device)
     else:
         with torch.no_grad():
