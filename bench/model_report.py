@@ -37,10 +37,10 @@ def mean_of(rows: list[dict], key: str) -> float | None:
 def report(manifest: dict, scores: dict[str, dict[str, dict]]) -> str:
     names = sorted(set.intersection(*(set(s) for s in scores.values())) & set(manifest["params"]))
     groups: dict[str, list[str]] = {"all": names}
-    for n in names:
-        b = bucket_of(manifest["params"][n]["exposure"])
-        if b is not None:
-            groups.setdefault(f"x{b[0]:g}-{b[1]:g}", []).append(n)
+    for b in BUCKETS:  # in exposure order; empty buckets left out
+        members = [n for n in names if bucket_of(manifest["params"][n]["exposure"]) == b]
+        if members:
+            groups[f"x{b[0]:g}-{b[1]:g}"] = members
     first = next(iter(scores))
     lines = ["| exposure | method | n | " + " | ".join(SHOWN) + f" | {first} beats all in PSNR and SSIM |",
              "|---" * (len(SHOWN) + 4) + "|"]
