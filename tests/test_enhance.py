@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-import cugd_core.priors
 from cugd_core import precision
 from cugd_core import enhance as E
 from cugd_core.imageops import crop, pad_to_multiple, to_model_range, to_uint8
@@ -118,7 +117,7 @@ def test_priors_come_from_the_unpadded_image_and_large_images_are_downscaled(mod
         h, w = image_u8.shape[:2]
         return random_prior(h, w, 0), random_prior(h, w, 1)
 
-    monkeypatch.setattr(cugd_core.priors, "extract_priors", fake_extract, raising=False)
+    monkeypatch.setattr(E, "extract_priors", fake_extract)  # the name enhance.py imported
     img = dark_image(45, 70)
     out = E.enhance(img, model, sam="SAM", steps=1, prior_mode="exact")
     assert out.shape == (45, 70, 3) and seen == [((45, 70, 3), "SAM", "exact")]
