@@ -265,14 +265,19 @@ def test_wrong_config_is_named(bad_files):
     assert not hasattr(headless, "var_conv") and golden_eps(headless) <= 1e-5
 
 
+def _load_error(path, state) -> str:
+    """The CheckpointError message of loading `state` saved as the authors' `.pth` at `path`."""
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as info:
+        load_denoiser(path, golden_config())
+    return str(info.value)
+
+
 def test_extra_or_missing_tensor_is_named(tmp_path):
     state = authors_file(golden_state_dict())
     state["denoise_fn.downs.1.res_block.extra.weight"] = torch.zeros(3)
     del state["denoise_fn.ups.1.attn.q.weight"]
-    torch.save(state, tmp_path / "edited_gen.pth")
-    with pytest.raises(CheckpointError) as info:
-        load_denoiser(tmp_path / "edited_gen.pth", golden_config())
-    message = str(info.value)
+    message = _load_error(tmp_path / "edited_gen.pth", state)
     assert "1 missing keys (ups.1.attn.q.weight)" in message
     assert "1 unexpected keys (downs.1.res_block.extra.weight)" in message
     assert "extra or missing tensors" in message and "shapes do not match" not in message
@@ -283,10 +288,7 @@ def test_wrong_shape_is_blamed_on_the_shapes_and_names_the_key(tmp_path):
     state = authors_file(golden_state_dict())
     key = "denoise_fn.ups.1.attn.q.weight"
     state[key] = state[key][:-1].clone()
-    torch.save(state, tmp_path / "reshaped_gen.pth")
-    with pytest.raises(CheckpointError) as info:
-        load_denoiser(tmp_path / "reshaped_gen.pth", golden_config())
-    message = str(info.value)
+    message = _load_error(tmp_path / "reshaped_gen.pth", state)
     assert "1 shape mismatches (ups.1.attn.q.weight: file" in message
     assert "tensor shapes do not match the config (first: ups.1.attn.q.weight: file" in message
     assert "extra or missing" not in message
