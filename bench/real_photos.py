@@ -43,6 +43,8 @@ def local_std(gray: np.ndarray, size: int = 7) -> np.ndarray:
 
 
 def flat_dark_mask(low_u8: np.ndarray) -> np.ndarray:
+    """Flat (lowest quartile of 7x7 std) and dark (at most the median luma) pixels of the input; may be
+    empty (e.g. a photo whose flat pixels are all bright)."""
     y = rgb_to_gray_u8(low_u8).astype(np.float64)
     s = local_std(y)
     return (s <= np.quantile(s, 0.25)) & (y <= np.median(y))
@@ -59,7 +61,7 @@ def shrink(image: np.ndarray, max_side: int) -> np.ndarray:
 def scores(low: np.ndarray, out: np.ndarray, mask: np.ndarray) -> dict:
     y = rgb_to_gray_u8(out)
     return {"niqe": float(niqe(out)), "mean": float(out.mean() / 255.0),
-            "flat_noise": float(local_std(y)[mask].mean()),
+            "flat_noise": float(local_std(y)[mask].mean()) if mask.any() else None,
             "diff_from_input": float(np.abs(out.astype(np.float64) - low).mean())}
 
 
@@ -131,7 +133,8 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|")
     table = {}
     for k in methods:
-        row = {m: float(np.mean([per[n][k][m] for n in per])) for m in ("niqe", "mean", "flat_noise")}
+        row = {m: float(np.mean([per[n][k][m] for n in per if per[n][k][m] is not None]))
+               for m in ("niqe", "mean", "flat_noise")}
         row["well_exposed_diff"] = float(np.mean([per[n][k]["diff_from_input"] for n in well])) if well else None
         row["s_per_photo"] = seconds.get(k, 0.0) / max(1, len(per)) if k in models else None
         table[k] = row
