@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from cugd_core import baselines  # noqa: E402
 from cugd_core.evaluate import rgb_to_gray_u8  # noqa: E402
 from cugd_core.imageops import IMAGE_EXTENSIONS, load_image  # noqa: E402
 from cugd_core.niqe import niqe  # noqa: E402
+from cugd_core.precision import cpu_flag_line  # noqa: E402
 
 CURVES = {"input": baselines.identity, "gain_gamma": baselines.gain_gamma, "clahe": baselines.clahe}
 WELL_EXPOSED = 0.35
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     methods = list(CURVES) + list(models)
     well = [n for n, r in per.items() if r["input_mean"] >= WELL_EXPOSED]
     print(f"\n{len(per)} photos (max side {a.max_side}), {len(well)} well exposed (input mean >= {WELL_EXPOSED}); "
-          f"{platform.processor() or platform.machine()}")
+          f"{cpu_flag_line()}")
     print(f"| method | NIQE (lower is better) | mean brightness | flat-dark-region noise (local std) | "
           f"change on well-exposed photos | s per photo |")
     print("|---|---|---|---|---|---|")
