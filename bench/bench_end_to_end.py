@@ -47,7 +47,6 @@ def run_case(model_path: str, h: int, w: int, steps: int, tile: int) -> dict:
 
     from cugd_core.enhance import compute_priors, default_sam, enhance
     from cugd_core.weights import load_denoiser
-    torch.set_num_threads(torch.get_num_threads())
     model, sam, low = load_denoiser(model_path).eval(), default_sam(), dark_photo(h, w)
     compute_priors(low[:64, :64], sam, "fast")  # warm-up of SAM's kernels, untimed
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

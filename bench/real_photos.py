@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     models = {Path(m).stem: load_denoiser(m).eval() for m in a.model}
     sam = default_sam()
     tile = int(a.tile) if a.tile else None
-    per, sheet_rows, seconds = {}, [], {k: 0.0 for k in list(CURVES) + list(models)}
+    per, sheet_rows, seconds = {}, [], {k: 0.0 for k in models}
     for f in files:
         low = shrink(load_image(f), a.max_side)
         mask = flat_dark_mask(low)
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
         row = {m: float(np.mean([per[n][k][m] for n in per if per[n][k][m] is not None]))
                for m in ("niqe", "mean", "flat_noise")}
         row["well_exposed_diff"] = float(np.mean([per[n][k]["diff_from_input"] for n in well])) if well else None
-        row["s_per_photo"] = seconds.get(k, 0.0) / max(1, len(per)) if k in models else None
+        row["s_per_photo"] = seconds[k] / max(1, len(per)) if k in models else None
         table[k] = row
         wd = "" if row["well_exposed_diff"] is None else f"{row['well_exposed_diff']:.1f}"
         sp = "" if row["s_per_photo"] is None else f"{row['s_per_photo']:.1f}"

@@ -8,13 +8,15 @@ with their own configuration, and it serialises to a flat JSON string for `.safe
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 AUTHORS_KEYS = ("in_channel", "out_channel", "inner_channel", "norm_groups", "channel_multiplier",
                 "attn_res", "image_size", "res_blocks", "dropout")
 # our own fields: their defaults are the authors' network, so their checkpoints and fixtures are unchanged
 OWN_KEYS = ("with_uncertainty_head", "attn_kv_grid", "cond_exposure", "cond_exposure_strength")
+# fields that change no tensor: one set of weights serves every value (fine-tuning may switch them)
+TENSOR_FREE_KEYS = ("attn_kv_grid", "cond_exposure", "cond_exposure_strength")
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,11 @@ class CUGDConfig:
     def size_multiple(self) -> int:
         """H and W must be multiples of this (exact x2 up-sampling at every level)."""
         return 2 ** (self.num_levels - 1)
+
+    def same_tensors(self, other: "CUGDConfig") -> bool:
+        """Whether `other` builds the same tensors: equal but for `TENSOR_FREE_KEYS` (the uncertainty
+        head is never compared: a file may have it or not)."""
+        return replace(other, **{k: getattr(self, k) for k in TENSOR_FREE_KEYS}) == self
 
     # -- (de)serialisation ----------------------------------------------------------------------
     @classmethod

@@ -73,12 +73,11 @@ class PairDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike, *, prior_mode: str = "fast", crop: int = 96, flip: bool = True,
                  seed: int = 0, constant_priors: bool = False, cache: bool = True,
-                 cond_exposure: float | tuple[float, float] = 0.0, sides: Sequence[str] = SIDES):
+                 cond_exposure: tuple[float, float] = (0.0, 1.0), sides: Sequence[str] = SIDES):
         check_choice("prior_mode", prior_mode, PRIOR_MODES)
         self.root, self.prior_mode, self.crop, self.flip = Path(root), prior_mode, int(crop), flip
         self.seed, self.constant_priors, self.cache = int(seed), constant_priors, cache
-        # (target, strength) of `exposure.condition_gain`; a bare target means strength 1
-        self.cond_exposure = tuple(cond_exposure) if isinstance(cond_exposure, (tuple, list)) else (cond_exposure, 1.0)
+        self.cond_exposure = tuple(cond_exposure)  # (target, strength) of `exposure.condition_gain`
         self.sides = tuple(sides)
         self.names = [n for n, _, _ in list_pairs(root)]
         if not constant_priors:

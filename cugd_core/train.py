@@ -185,9 +185,7 @@ def build_model(cfg: TrainConfig) -> CUGDDenoiser:
     model = orthogonal_init(CUGDDenoiser(config))
     if cfg.init:
         src = load_denoiser(cfg.init)
-        # attn_kv_grid and cond_exposure change no tensor: a model may be fine-tuned into them
-        same_tensors = dict(with_uncertainty_head=False, attn_kv_grid=0, cond_exposure=0.0, cond_exposure_strength=1.0)
-        if dataclasses.replace(src.config, **same_tensors) != dataclasses.replace(config, **same_tensors):
+        if not config.same_tensors(src.config):  # a model may be fine-tuned into the tensor-free fields
             raise ValueError(f"--init {cfg.init} has config {src.config.to_dict()}, not the run's {config.to_dict()}")
         missing, _ = model.load_state_dict(src.state_dict(), strict=False)
         if [k for k in missing if ".res_block.mlp." not in k]:
