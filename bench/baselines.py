@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cugd_core.baselines import BASELINES  # noqa: E402
-from cugd_core.evaluate import baseline_table, run_baselines, write_json_atomic  # noqa: E402
+from cugd_core.evaluate import SSIM_WINDOWS, baseline_table, run_baselines, write_json_atomic  # noqa: E402
 from cugd_core.precision import cpu_flag_line  # noqa: E402
 
 
@@ -22,7 +22,7 @@ def main() -> int:
     ap.add_argument("--pairs", required=True, help="folder with low/ and high/")
     ap.add_argument("--only", nargs="+", choices=tuple(BASELINES), help="a subset of the baselines")
     ap.add_argument("--limit", type=int, default=0, help="first N pairs only (0: all)")
-    ap.add_argument("--ssim-window", choices=("uniform", "gaussian"), default="uniform")
+    ap.add_argument("--ssim-window", choices=SSIM_WINDOWS, default=SSIM_WINDOWS[0])
     ap.add_argument("--json", help="write {method: {mean, per_image}} here")
     args = ap.parse_args()
     t0 = time.time()

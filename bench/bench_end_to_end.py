@@ -1,7 +1,7 @@
 """End-to-end enhancement time and peak memory per model and photo size (issue 20, item 5).
 
     $COMFYUI_PYTHON bench/bench_end_to_end.py --model models/cugd_default.safetensors \
-        --model other.safetensors --sizes 600x400,2400x1600 [--steps 10] [--tile 0]
+        --model other.safetensors --sizes 600x400,2400x1600 [--steps 10] [--tile whole|auto|N]
 
 One photo (scikit-image's CC0 `coffee`, resized to each size and darkened by the default synth
 recipe), MobileSAM fast priors + sampling with the model's recommended sampler, float32, the
@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from cugd_core.commands.options import tile_value  # noqa: E402  (the CLI's --tile: one meaning of 0)
+
 
 def parse_size(text: str) -> tuple[int, int]:
     """'600x400' (W x H) -> (H, W)."""
@@ -41,7 +43,7 @@ def dark_photo(h: int, w: int):
     return synthesize_pair(photo, pair_rng(0, "coffee.png"))
 
 
-def run_case(model_path: str, h: int, w: int, steps: int, tile: int) -> dict:
+def run_case(model_path: str, h: int, w: int, steps: int, tile) -> dict:
     """In this process: load, then time priors and sampling of one photo."""
     import torch
 
@@ -54,7 +56,7 @@ def run_case(model_path: str, h: int, w: int, steps: int, tile: int) -> dict:
     priors = compute_priors(low, sam, "fast")
     t1 = time.perf_counter()
     with torch.inference_mode():
-        out = enhance(low, model, priors=priors, steps=steps, seed=0, tile=tile or None)
+        out = enhance(low, model, priors=priors, steps=steps, seed=0, tile=tile)
     t2 = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"priors_s": t1 - t0, "sample_s": t2 - t1, "total_s": t2 - t0,
@@ -74,7 +76,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", action="append", required=True)
     ap.add_argument("--sizes", default="600x400,2400x1600")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--tile", type=int, default=0, help="tile side (0: whole image)")
+    ap.add_argument("--tile", type=tile_value, default=None, metavar="whole|auto|N",
+                    help="whole (default), auto or 0 (from free memory), or a tile side in pixels")
     ap.add_argument("--max-tokens", type=int, default=40000, help="skip full attention over more keys than this")
     ap.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     a = ap.parse_args(argv)
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
                 rows.append((Path(m).name, size, None, f"not run: full attention over {keys} keys per query "
                                                        f"({(h // 4) * (w // 4)} queries), quadratic in pixels"))
                 continue
-            cmd = [sys.executable, __file__, "--case", f"{m}@{size}", "--steps", str(a.steps), "--tile", str(a.tile),
+            cmd = [sys.executable, __file__, "--case", f"{m}@{size}", "--steps", str(a.steps), "--tile", "whole" if a.tile is None else str(a.tile),
                    "--model", m]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode:
@@ -102,7 +105,7 @@ def main(argv=None) -> int:
             rows.append((Path(m).name, size, json.loads(r.stdout.strip().splitlines()[-1]), ""))
             print(rows[-1], file=sys.stderr, flush=True)
     print(f"\nCPU: {cpu_flag_line()}; {a.steps} steps, sampler auto, fast priors, fp32, "
-          f"{'whole image' if not a.tile else f'tiles of {a.tile}'}")
+          f"{'whole image' if a.tile is None else f'tiles: {a.tile}'}")
     print("| model | size (WxH) | priors s | sampling s | total s | peak GiB above load | note |")
     print("|---|---|---|---|---|---|---|")
     for name, size, r, note in rows:

@@ -25,8 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cugd_core.cli import DEFAULT_MODEL, MODELS_DIR  # noqa: E402
-from cugd_core.layout import KINDS, prior_file  # noqa: E402
+from cugd_core.layout import DEFAULT_MODEL, KINDS, models_dir, prior_file  # noqa: E402
 from cugd_core.pipeline import FolderRunner, collect_jobs  # noqa: E402
 from cugd_core.precision import cpu_flag_line  # noqa: E402
 from cugd_core.priors import PRIOR_MODES  # noqa: E402
@@ -63,7 +62,7 @@ def make_inputs(root: Path, n: int, h: int, w: int, with_priors: bool) -> tuple[
 def load_model(arg: str | None):
     from cugd_core.weights import load_denoiser
 
-    path = Path(arg) if arg else MODELS_DIR / DEFAULT_MODEL
+    path = Path(arg) if arg else models_dir() / DEFAULT_MODEL
     if path.is_file():
         return load_denoiser(path), str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
     sys.path.insert(0, str(REPO))

@@ -30,7 +30,10 @@ from cugd_core import baselines  # noqa: E402
 from cugd_core.evaluate import rgb_to_gray_u8  # noqa: E402
 from cugd_core.imageops import IMAGE_EXTENSIONS, load_image  # noqa: E402
 from cugd_core.niqe import niqe  # noqa: E402
+from cugd_core.choices import AUTO  # noqa: E402
+from cugd_core.commands.options import tile_value  # noqa: E402
 from cugd_core.precision import cpu_flag_line  # noqa: E402
+from cugd_core.samplers import SAMPLER_CHOICES  # noqa: E402
 
 CURVES = {"input": baselines.identity, "gain_gamma": baselines.gain_gamma, "clahe": baselines.clahe}
 WELL_EXPOSED = 0.35
@@ -88,8 +91,9 @@ def main(argv=None) -> int:
     ap.add_argument("--photos", required=True)
     ap.add_argument("--model", action="append", default=[], help="CUGD model file (repeatable)")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--sampler", default="auto")
-    ap.add_argument("--tile", default=None, help="tile side for the models (default: whole image)")
+    ap.add_argument("--sampler", choices=SAMPLER_CHOICES, default=AUTO)
+    ap.add_argument("--tile", type=tile_value, default=None, metavar="whole|auto|N",
+                    help="for the models: whole (default), auto or 0 (from free memory), or a tile side in pixels")
     ap.add_argument("--max-side", type=int, default=512, help="shrink the photos first (CPU time)")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--json")
@@ -104,7 +108,6 @@ def main(argv=None) -> int:
     files = files[:a.limit] if a.limit else files
     models = {Path(m).stem: load_denoiser(m).eval() for m in a.model}
     sam = default_sam()
-    tile = int(a.tile) if a.tile else None
     per, sheet_rows, seconds = {}, [], {k: 0.0 for k in models}
     for f in files:
         low = shrink(load_image(f), a.max_side)
@@ -116,7 +119,7 @@ def main(argv=None) -> int:
         for name, m in models.items():
             t0 = time.perf_counter()
             with torch.inference_mode():
-                outs[name] = enhance(low, m, priors=priors, steps=a.steps, sampler=a.sampler, seed=0, tile=tile)
+                outs[name] = enhance(low, m, priors=priors, steps=a.steps, sampler=a.sampler, seed=0, tile=a.tile)
             seconds[name] += time.perf_counter() - t0
         per[f.name] = {k: scores(low, v, mask) for k, v in outs.items()}
         per[f.name]["input_mean"] = float(low.mean() / 255.0)

@@ -3,7 +3,7 @@ import os
 import sys
 import threading
 
-from .cli import main
+from .commands import main
 
 
 def _exit(code: int) -> None:

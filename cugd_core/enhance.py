@@ -79,11 +79,6 @@ def _as_prior_pair(priors, hw) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # -- tensor level ------------------------------------------------------------------------------------
-def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-
-
 def _check_steps(steps: int, sampler: str, schedule: Schedule) -> None:
     resolve_sampler(sampler)  # raises on an unknown name
     if not 1 <= int(steps) <= len(schedule):
@@ -101,7 +96,8 @@ def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic:
         model: `CUGDDenoiser` (on its device and dtype; the sampler runs in float32 on that device).
         condition: dark images `[B,3,H,W]` in [-1,1], unpadded.
         edge, semantic: priors `[B,3,H,W]` in [0,1] of the unpadded images.
-        tile: None (whole image; tiles only after an out-of-memory error), a side in pixels, or "auto".
+        tile: as `session.tile_setting`: None/"whole" (whole image; tiles only after an out-of-memory
+            error), a side in pixels, or 0/"auto".
         precision: "fp32" (exact) or "bf16" (`precision.autocast`: weights stay float32; faster on
             CPUs with AVX-512 BF16/AMX and on GPUs). The sampler state stays float32 either way.
         callback(done, total): after each tile of each step. interrupt(): before each tile; may raise.
@@ -111,7 +107,7 @@ def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic:
     schedule = schedule or RELEASED_SCHEDULE
     _check_steps(steps, sampler, schedule)
     session.check_min_steps(model, steps)
-    _check_precision(precision)
+    check_choice("precision", precision, PRECISIONS)
     if condition.ndim != 4 or condition.shape[1] != 3:
         raise ValueError(f"condition must be [B,3,H,W], got {tuple(condition.shape)}")
     for name, m in (("edge", edge), ("semantic", semantic)):
@@ -169,13 +165,14 @@ def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: st
         sam: a SAM from `priors.load_sam`; None loads MobileSAM (unless `priors` are given).
         priors: (edge, semantic) of the unpadded image (`[3,H,W]` float or `[H,W,3]` uint8), or a
             list of such pairs for several images.
-        tile: None (whole image), a tile side in pixels, or "auto" (from free memory).
+        tile: as `session.tile_setting`: None/"whole" (whole image), a tile side in pixels, or
+            0/"auto" (from free memory).
         callback(done, total): progress over all images, steps and tiles. interrupt(): called
             between steps and tiles; whatever it raises propagates (nothing is returned).
     Returns:
         uint8 `[H,W,3]` for one image, else a list of them.
     """
-    _check_precision(precision)
+    check_choice("precision", precision, PRECISIONS)
     session.check_min_steps(model, steps)  # before any priors are computed
     images, single = _images(image)
     if priors is not None:

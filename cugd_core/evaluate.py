@@ -32,10 +32,8 @@ Not reported, rather than faked: LPIPS needs AlexNet/VGG weights that no registr
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -44,13 +42,13 @@ import numpy as np
 
 from . import atomic
 from .baselines import BASELINES, get_baseline
-from .devices import pick_device
+from .choices import check_choice
 from .enhance import enhance, load_prior_files
 from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic
 from .layout import KINDS, list_pairs, prior_path
 from .niqe import BLOCK, niqe
-from .priors import PRIOR_MODES, constant_prior_u8
-from .samplers import AUTO, SAMPLER_CHOICES, resolve_sampler
+from .priors import constant_prior_u8
+from .samplers import AUTO, resolve_sampler
 from .weights import load_denoiser
 
 ImageFn = Callable[[np.ndarray], np.ndarray]  # dark uint8 [H,W,3] -> prediction uint8 [H,W,3]
@@ -58,6 +56,7 @@ PredictFn = Callable[[np.ndarray, str], np.ndarray]  # (dark uint8, the pair's f
 METRICS = ("psnr", "ssim_gray", "ssim_rgb", "psnr_gtmean", "ssim_gray_gtmean", "ssim_rgb_gtmean", "brightness_err")
 NO_REFERENCE = ("niqe",)  # of the prediction alone; None where the image is too small
 COLUMNS = METRICS + NO_REFERENCE  # of every score table
+SSIM_WINDOWS = ("uniform", "gaussian")  # what users choose; the module docstring says what each is
 NOT_AVAILABLE = {
     "lpips": "not computed: LPIPS needs AlexNet/VGG backbone weights that no registry package ships "
              "(the lpips package downloads them at run time)",
@@ -103,14 +102,12 @@ def psnr(pred: np.ndarray, gt: np.ndarray, data_range: float = 255.0) -> float:
 
 
 def _window(kind: str) -> tuple[np.ndarray, float]:
-    """1-D window weights and covariance normalisation for `ssim`."""
-    if kind == "uniform":
+    """1-D window weights and covariance normalisation for `ssim` (`kind`: one of `SSIM_WINDOWS`)."""
+    if check_choice("ssim window", kind, SSIM_WINDOWS) == "uniform":
         return np.full(7, 1.0 / 7.0), 49.0 / 48.0
-    if kind == "gaussian":
-        x = np.arange(-5, 6, dtype=np.float64)  # radius int(3.5 * 1.5 + 0.5) = 5, as skimage
-        w = np.exp(-(x ** 2) / (2 * 1.5 ** 2))
-        return w / w.sum(), 1.0
-    raise ValueError(f"ssim window must be 'uniform' or 'gaussian', got {kind!r}")
+    x = np.arange(-5, 6, dtype=np.float64)  # radius int(3.5 * 1.5 + 0.5) = 5, as skimage
+    w = np.exp(-(x ** 2) / (2 * 1.5 ** 2))
+    return w / w.sum(), 1.0
 
 
 def _filter_valid(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -278,7 +275,7 @@ def write_json_atomic(obj: dict, path: str | os.PathLike) -> None:
     atomic.write_json_atomic(obj, path, allow_nan=True)
 
 
-# -- CLI -----------------------------------------------------------------------------------------
+# -- a model as predict_fn ------------------------------------------------------------------------
 class ModelPredictor:
     """A CUGD model (file or Hub reference) as `evaluate_pairs`' predict_fn, through the pack's one
     pipeline (`enhance.enhance`). Priors come from the pairs' cache (`PAIRS/priors/<mode>/low/`,
@@ -308,64 +305,3 @@ class ModelPredictor:
                 kw["priors"] = load_prior_files(*files, hw=low_u8.shape[:2])
                 self.cached += 1
         return enhance(low_u8, self.denoiser, **kw)
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `evaluate` on the CLI's subparsers; the handler is `args.func(args) -> exit code`."""
-    p = subparsers.add_parser(
-        "evaluate", help="PSNR/SSIM (with and without GT-mean) and NIQE of a model, a baseline or a folder "
-                         "of predictions on a paired folder (low/, high/)",
-        description=__doc__.split("\n\n")[0])
-    p.add_argument("--pairs", required=True, metavar="DIR", help="paired folder with low/ and high/")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--pred", metavar="DIR", help="folder of predictions, matched to high/ by file name")
-    src.add_argument("--model", metavar="M", help="CUGD model (.safetensors / .pth path or Hub reference)")
-    src.add_argument("--baseline", metavar="NAME",
-                     help="a classical baseline: identity, gain_gamma, histeq, clahe, zero_dce")
-    p.add_argument("--json", metavar="OUT", help="write per-image and mean scores as JSON here")
-    p.add_argument("--save-pred", metavar="DIR", help="with --model/--baseline: also write the predictions")
-    p.add_argument("--ssim-window", choices=("uniform", "gaussian"), default="uniform",
-                   help="uniform: 7x7 box (skimage default = authors'/GSAD protocol); "
-                        "gaussian: 11x11, sigma 1.5 (Wang et al.)")
-    p.add_argument("--limit", type=int, default=0, help="only the first N pairs (0: all)")
-    p.add_argument("--steps", type=int, default=None, help="with --model: sampling steps")
-    p.add_argument("--seed", type=int, default=None, help="with --model: sampling seed")
-    p.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None,
-                   help="with --model: auto (the model's recommendation, default), ddpm (the authors') or ddim")
-    p.add_argument("--prior-mode", choices=PRIOR_MODES, default=None,
-                   help="with --model: SAM prior mode (PAIRS/priors/<mode>/low/ files are used when present)")
-    p.add_argument("--no-priors", action="store_true",
-                   help="with --model: hold the priors constant (the colour of a zero map), as train --no-priors")
-    p.add_argument("--device", default="auto", help="with --model: cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--summary", action="store_true", help="print only the mean row")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_cli)
-    return p
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    try:
-        predict_fn = None
-        if args.model:
-            kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("prior_mode", args.prior_mode),
-                                    ("sampler", args.sampler)) if v is not None}
-            kw["device"] = pick_device(args.device)
-            predict_fn = ModelPredictor(args.model, args.pairs, constant_priors=args.no_priors, **kw)
-        elif args.baseline:
-            predict_fn = per_image(get_baseline(args.baseline))
-        result = evaluate_pairs(args.pairs, predict_fn=predict_fn, pred_dir=args.pred,
-                                save_pred=args.save_pred, ssim_window=args.ssim_window,
-                                limit=args.limit or None, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"evaluate: error: {e}", file=sys.stderr)
-        return 2
-    result.protocol["source"] = args.model or (f"baseline:{args.baseline}" if args.baseline else args.pred)
-    if args.model:
-        result.protocol |= predict_fn.describe()
-    print(result.table(per_image=not args.summary))
-    for k, v in NOT_AVAILABLE.items():
-        print(f"{k}: {v}")
-    if args.json:
-        write_json_atomic(result.to_dict(), args.json)
-        print(f"scores written to {args.json}")
-    return 0

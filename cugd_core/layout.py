@@ -1,8 +1,9 @@
-"""The on-disk formats of paired data, owned in one place (SPEC 6.1).
+"""The on-disk formats of paired data and where the models are, owned in one place (SPEC 6.1).
 
     <root>/low/NAME.png, <root>/high/NAME.png                       the pairs (LOL layout, same names)
     <root>/priors/<mode>/{low,high}/<stem>_{edge,semantic}.png      the priors cache (viridis PNGs)
     <root>/synth.json                                               how `synth` made the pairs
+    <pack>/models/cugd_default.safetensors                          the default model (`DEFAULT_MODEL_PATH`)
 
 A prior's file name `<stem>_<kind>.png` is the authors' format, also read from any folder
 (`enhance --priors DIR`). `synth` writes this layout, `priors` and `train` fill the cache, and
@@ -20,6 +21,14 @@ SIDES = ("low", "high")  # folder names: the dark input, the normal-light ground
 KINDS = ("edge", "semantic")  # the two prior maps
 PRIORS = "priors"  # the cache folder inside a paired folder
 MANIFEST = "synth.json"  # synth's recipe, seed and per-image parameters
+PACK_MODELS = Path(__file__).resolve().parents[1] / "models"  # the models folder shipped with the pack
+DEFAULT_MODEL = "cugd_default.safetensors"  # the default model's file name
+DEFAULT_MODEL_PATH = PACK_MODELS / DEFAULT_MODEL  # what the nodes use without a model
+
+
+def models_dir() -> Path:
+    """The CLI's model folder (`--model NAME` and the default model): `$CUGD_MODELS`, else `PACK_MODELS`."""
+    return Path(os.environ.get("CUGD_MODELS") or PACK_MODELS)
 
 
 def pair_paths(root: str | os.PathLike, name: str) -> tuple[Path, Path]:

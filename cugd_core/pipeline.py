@@ -176,8 +176,7 @@ class FolderRunner:
                  pipelined: bool = True, progress: bool = True, interrupt: Callable[[], None] | None = None,
                  log: Callable[[str], None] | None = None):
         check_choice("prior_mode", prior_mode, PRIOR_MODES)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_choice("precision", precision, PRECISIONS)
         self.model, self.sam = model, sam
         self.sample_kw = dict(steps=steps, sampler=sampler, seed=seed, tile=tile, overlap=overlap, precision=precision)
         self.prior_mode, self.overwrite, self.pipelined = prior_mode, overwrite, pipelined

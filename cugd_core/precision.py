@@ -20,6 +20,8 @@ import warnings
 
 import torch
 
+from .choices import check_choice
+
 PRECISIONS = ("fp32", "bf16", "fp16")  # fp16: for GPUs (ComfyUI picks it where bf16 is unsupported)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -84,9 +86,7 @@ def autocast(precision: str = "fp32", device_type: str = "cpu") -> contextlib.Ab
     The weights stay float32: on CPU, autocast was faster than converting them to bfloat16
     (bench/README.md), and one loaded model serves every precision.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "fp32":
+    if check_choice("precision", precision, PRECISIONS) == "fp32":
         return contextlib.nullcontext()
     warn_if_emulated(precision, device_type)
     return torch.autocast(device_type, dtype=DTYPES[precision])

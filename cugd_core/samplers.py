@@ -18,10 +18,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .choices import AUTO, check_choice
 from .schedule import RELEASED_SCHEDULE, Schedule
 
 SAMPLERS = ("ddpm", "ddim")
-AUTO = "auto"
 SAMPLER_CHOICES = (AUTO, *SAMPLERS)  # what users pick from: the model's own recommendation first
 
 
@@ -30,9 +30,7 @@ def resolve_sampler(sampler: str, model=None) -> str:
     from a .safetensors' `cugd_sampler` metadata), else the authors' DDPM."""
     if sampler == AUTO:
         return getattr(model, "preferred_sampler", None) or "ddpm"
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLER_CHOICES}, got {sampler!r}")
-    return sampler
+    return check_choice("sampler", sampler, SAMPLER_CHOICES)
 
 
 @dataclass(frozen=True)
@@ -153,8 +151,7 @@ def run(denoiser, condition: torch.Tensor, guidance: torch.Tensor, state: Sample
         generators / noise: the per-step z of the DDPM sampler (explicit `noise` is used first).
         callback(i, n, state): after each step, e.g. progress or interruption.
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    check_choice("sampler", sampler, SAMPLERS)
     plan = list(plan) if plan is not None else timesteps(state.t, state.t + 1)
     if state.done or len(plan) < 2:
         return state

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import tiling
+from .choices import AUTO
 from .exposure import model_condition
 from .imageops import crop, pad_to_multiple
 from .samplers import SamplerState, init_state, make_generators, randn, resolve_sampler, run, timesteps
@@ -33,32 +34,49 @@ def pad_multiple(model) -> int:
     return math.lcm(32, int(model.config.size_multiple))
 
 
+WHOLE_IMAGE = ("whole", "none")  # the words for no tiling (the core's `tile=None`)
+
+
+def tile_setting(tile, name: str = "tile") -> str | int | None:
+    """A user's tile choice -> `AUTO`, a side in pixels, or None (the whole image in one piece).
+
+    One meaning everywhere (the nodes' `tile_size`, the CLI's `--tile`, the core's `tile=`):
+    0 or "auto" = automatic (the whole image when it fits in free memory, else the largest tiles
+    that fit); None, "whole" or "none" = the whole image; n >= `tiling.MIN_TILE` = tiles of side n.
+    `name` is the setting named in the error message.
+    """
+    if tile is None:
+        return None
+    if isinstance(tile, str):
+        word = tile.strip().lower()
+        if word in WHOLE_IMAGE:
+            return None
+        if word == AUTO:
+            return AUTO
+        try:
+            tile = int(word)
+        except ValueError:
+            raise ValueError(f"{name} must be 0 or '{AUTO}' (automatic), 'whole' (no tiling) or a size in "
+                             f"pixels, got {tile!r}") from None
+    if tile == 0:
+        return AUTO
+    if tile < tiling.MIN_TILE:
+        raise ValueError(f"{name} must be 0 (automatic), 'whole' (no tiling) or at least {tiling.MIN_TILE} "
+                         f"pixels, got {tile}")
+    return int(tile)
+
+
 def resolve_tile(tile, model, height: int, width: int, batch: int, device, dtype: torch.dtype | None = None) -> int | None:
-    """`None`/0 (whole image), an int (that side), or "auto" (from free memory) -> tile side or None.
+    """A tile choice (`tile_setting`: 0/"auto", None/"whole", a side) -> tile side, or None for the whole image.
 
     height/width: the padded image; dtype: the compute precision that sizes "auto" (default: the weights').
     """
-    if tile is None or tile == 0:
-        return None
-    if isinstance(tile, str):
-        if tile != "auto":
-            raise ValueError(f"tile must be None, a size in pixels, or 'auto', got {tile!r}")
-        dtype_bytes = (torch.finfo(dtype).bits // 8) if dtype is not None else next(model.parameters()).element_size()
-        return tiling.auto_tile_size(model.config, height, width, batch=batch, device=device,
-                                     dtype_bytes=dtype_bytes, multiple=pad_multiple(model))
-    tile = int(tile)
-    if tile < tiling.MIN_TILE:
-        raise ValueError(f"tile must be at least {tiling.MIN_TILE} pixels (or 0/None for no tiling), got {tile}")
-    return tile
-
-
-def tile_setting(tile_size: int):
-    """The nodes' tile_size (0 = automatic, else a side) -> `resolve_tile`'s argument."""
-    if tile_size == 0:
-        return "auto"
-    if tile_size < tiling.MIN_TILE:
-        raise ValueError(f"tile_size must be 0 (automatic) or at least {tiling.MIN_TILE}, got {tile_size}")
-    return int(tile_size)
+    tile = tile_setting(tile)
+    if tile != AUTO:
+        return tile
+    dtype_bytes = (torch.finfo(dtype).bits // 8) if dtype is not None else next(model.parameters()).element_size()
+    return tiling.auto_tile_size(model.config, height, width, batch=batch, device=device,
+                                 dtype_bytes=dtype_bytes, multiple=pad_multiple(model))
 
 
 # -- plans -------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ unexpected and mis-shaped keys and names the likely cause.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -35,10 +34,12 @@ import torch
 from .atomic import atomic_path
 from .config import RELEASED, CUGDConfig
 from .hub import HubRef, hub_download, is_hub_ref, parse_hub_ref
+from .samplers import SAMPLERS
 from .schedule import RELEASED_SCHEDULE, Schedule
+from .unet import CUGDDenoiser
 
 __all__ = ["CheckpointError", "HubRef", "load_denoiser", "load_authors_pth", "load_safetensors",
-           "save_safetensors", "read_metadata", "update_metadata", "detect_config", "resolve_in_folder", "add_cli"]
+           "save_safetensors", "read_metadata", "update_metadata", "detect_config", "resolve_in_folder", "convert"]
 
 FORMAT = "cugd"
 FORMAT_VERSION = 1
@@ -235,7 +236,6 @@ def build_from_state_dict(net: Mapping[str, torch.Tensor], config: CUGDConfig, *
 
     The uncertainty head is built only if the config asks for it and the file has it.
     """
-    from .unet import CUGDDenoiser
 
     has_head = any(k.startswith(UNCERTAINTY_HEAD) for k in net)
     config = dataclasses.replace(config, with_uncertainty_head=config.with_uncertainty_head and has_head)
@@ -387,7 +387,6 @@ def _from_safetensors(tensors, meta, config: CUGDConfig | None, source: str, *, 
 
 def _preferred_sampler(meta: Mapping[str, str], source: str) -> str | None:
     """The sampler the model card recommends (`cugd_sampler` metadata; what "auto" picks), if any."""
-    from .samplers import SAMPLERS
     name = meta.get(SAMPLER_META)
     if name is None:
         return None
@@ -482,56 +481,37 @@ def resolve_in_folder(folder: str | os.PathLike, name: str, *, must_exist: bool 
     return target
 
 
-# -- CLI: python -m cugd_core convert --------------------------------------------------------------
-def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `convert` on the `python -m cugd_core` sub-command parser."""
-    p = subparsers.add_parser(
-        "convert", help="convert the authors' *_gen.pth (or any CUGD weights) to a CUGD .safetensors",
-        description="Convert CUGD weights to .safetensors with the config in the metadata. The .pth is read "
-                    "with torch.load(weights_only=True): files that would run code are refused.")
-    p.add_argument("source", help="authors' *_gen.pth, a CUGD .safetensors, or hf://owner/name/file@revision")
-    p.add_argument("-o", "--output", required=True, help="output .safetensors path")
-    p.add_argument("--config", help="authors' test JSON (file or inline JSON); default: read the architecture "
-                                    "from the file (norm_groups 32, as released)")
-    p.add_argument("--fp16", action="store_true", help="store float16 (half the size; loads as float32)")
-    p.add_argument("--no-uncertainty-head", action="store_true", help="leave out the unused var_conv head")
-    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
-                   help="model-card metadata (name, description, license, ...); repeatable")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    p.set_defaults(func=run_convert)
-    return p
+# -- conversion (`python -m cugd_core convert`) -----------------------------------------------------
+def convert(source: str | os.PathLike | HubRef, out: str | os.PathLike, *, config=None, fp16: bool = False,
+            head: bool = True, metadata: Mapping[str, Any] | None = None, overwrite: bool = False):
+    """Any CUGD weights (the authors' `.pth`, a `.safetensors`, a Hub reference) -> our `.safetensors`
+    at `out`, with the config and a model card in the metadata. Returns `(model, out path)`.
+
+    A `.safetensors` keeps its card (`metadata` entries win); a `.pth` records its file name, sha256
+    and schedule. `head`: keep the (unused) uncertainty head; `fp16`: store float16.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists (use --force to overwrite)")
+    config = _as_config(config)
+    meta = dict(metadata or {})
+    source = hub_download(source) if is_hub_ref(source) else Path(source)
+    if _sniff(source) == "safetensors":
+        tensors, old = _read_safetensors(source)
+        model = _from_safetensors(tensors, old, config, str(source), head=head)
+        meta = {k: v for k, v in old.items() if k not in _RESERVED_META and k != "cugd_stored_dtype"} | meta
+    else:
+        model, schedule = _load_pth(source, config, head=head)
+        meta.setdefault("source_file", source.name)
+        meta.setdefault("source_sha256", _sha256(source))
+        if schedule is not None:
+            meta.setdefault("cugd_schedule", json.dumps(schedule.to_dict()))
+    return model, save_safetensors(model, out, metadata=meta, dtype=torch.float16 if fp16 else None)
 
 
-def run_convert(args: argparse.Namespace) -> int:
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise SystemExit(f"convert: {out} exists (use --force to overwrite)")
-    meta: dict[str, Any] = {}
-    for item in args.meta:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"convert: --meta expects KEY=VALUE, got {item!r}")
-        meta[key] = value
-    try:
-        config = _as_config(args.config)
-        source = hub_download(parse_hub_ref(args.source)) if is_hub_ref(args.source) else Path(args.source)
-        if _sniff(source) == "safetensors":
-            tensors, old = _read_safetensors(source)
-            model = _from_safetensors(tensors, old, config, str(source), head=not args.no_uncertainty_head)
-            meta = {k: v for k, v in old.items() if k not in _RESERVED_META and k != "cugd_stored_dtype"} | meta
-        else:
-            model, schedule = _load_pth(source, config, head=not args.no_uncertainty_head)
-            meta.setdefault("source_file", source.name)
-            meta.setdefault("source_sha256", _sha256(source))
-            if schedule is not None:
-                meta.setdefault("cugd_schedule", json.dumps(schedule.to_dict()))
-        save_safetensors(model, out, metadata=meta, dtype=torch.float16 if args.fp16 else None)
-    except (CheckpointError, OSError, ValueError) as e:
-        raise SystemExit(f"convert: {e}") from None
-    n = sum(v.numel() for k, v in model.state_dict().items() if not _DEAD_MLP.match(k))  # as written
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {n:,} values, "
-          f"{'float16' if args.fp16 else 'float32'}) config {model.config.to_json()}")
-    return 0
+def stored_values(model: torch.nn.Module) -> int:
+    """How many values `save_safetensors` writes for `model` (the dead MLP weights are left out)."""
+    return sum(v.numel() for k, v in model.state_dict().items() if not _DEAD_MLP.match(k))
 
 
 def _sha256(path: Path) -> str:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from cugd_core.session import encode_guidance
+
 from . import comfy_bridge as bridge
 from .types import CATEGORY, CUGDGuidance, CUGDModel, CUGDPriors, Guidance
 
@@ -28,7 +30,7 @@ class CUGDCUIEEncode(io.ComfyNode):
     def execute(cls, model, priors) -> io.NodeOutput:
         bridge.check_interrupt()
         with model.active() as net:
-            guidance, padded_hw = bridge.core("session").encode_guidance(net, priors.edge, priors.semantic)
+            guidance, padded_hw = encode_guidance(net, priors.edge, priors.semantic)
         return io.NodeOutput(Guidance(guidance.float().to(bridge.intermediate_device()), priors.hw, padded_hw,
                                       id(model.denoiser), priors))
 

@@ -3,10 +3,16 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from cugd_core import imageops
+from cugd_core.enhance import enhance
+from cugd_core.priors import PRIOR_MODES
+from cugd_core.samplers import SAMPLER_CHOICES
+from cugd_core.session import tile_setting
+
 from . import comfy_bridge as bridge
-from .priors import MODES as PRIOR_MODES
-from .sampler import SAMPLER_TOOLTIP, SAMPLERS, tile_inputs
+from .models import default_model, default_sam
 from .types import CATEGORY, CUGDModel, SAMModel
+from .widgets import prior_mode_input, sampler_input, tile_inputs
 
 
 class CUGDEnhance(io.ComfyNode):
@@ -25,10 +31,9 @@ class CUGDEnhance(io.ComfyNode):
                              tooltip="Seed of the sampling noise; an image gives the same result alone or in a batch."),
                 io.Int.Input("steps", default=10, min=1, max=1000,
                              tooltip="Denoising steps, at most the schedule's length (10 for the released models)."),
-                io.Combo.Input("sampler", options=list(SAMPLERS), default="auto", tooltip=SAMPLER_TOOLTIP),
-                io.Combo.Input("prior_mode", options=list(PRIOR_MODES), default="fast",
-                               tooltip="fast = a few seconds per image; exact = the authors' SAM settings "
-                                       "(24x24 points), several times slower on a CPU."),
+                sampler_input(),
+                prior_mode_input("prior_mode", "fast = a few seconds per image; exact = the authors' SAM settings "
+                                               "(24x24 points), several times slower on a CPU."),
                 *tile_inputs(),
                 CUGDModel.Input("model", optional=True,
                                 tooltip="Optional CUGD model (CUGD Model Loader); default: the model shipped with the pack."),
@@ -41,22 +46,22 @@ class CUGDEnhance(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, sampler=None, prior_mode=None) -> bool | str:
-        ok = bridge.check_choice(sampler, SAMPLERS, "sampler")
+        ok = bridge.check_choice(sampler, SAMPLER_CHOICES, "sampler")
         return ok if ok is not True else bridge.check_choice(prior_mode, PRIOR_MODES, "prior_mode")
 
     @classmethod
     def execute(cls, image, seed, steps, sampler, prior_mode, tile_size=0, tile_overlap=64,
                 model=None, sam=None) -> io.NodeOutput:
-        enhance, imageops = bridge.core("enhance"), bridge.core("imageops")
         images = imageops.bhwc_to_u8(image)
-        model = model if model is not None else bridge.default_model()
+        model = model if model is not None else default_model()
         progress = bridge.Progress(steps)  # the pipeline reports (done, total) over steps x tiles
-        sam = bridge.default_sam() if sam is None else sam
-        tile = bridge.core("session").tile_setting(tile_size)
+        sam = default_sam() if sam is None else sam
+        tile = tile_setting(tile_size, "tile_size")
         with model.active() as net:
-            out = enhance.enhance(images, net, sam, steps=steps, sampler=sampler, seed=seed, tile=tile,
-                                  overlap=tile_overlap, prior_mode=prior_mode, callback=progress,
-                                  interrupt=bridge.check_interrupt)
-        return io.NodeOutput(imageops.u8_to_bhwc(out).to(bridge.intermediate_device()))
+            out = enhance(images, net, sam, steps=steps, sampler=sampler, seed=seed, tile=tile,
+                          overlap=tile_overlap, prior_mode=prior_mode, callback=progress,
+                          interrupt=bridge.check_interrupt)
+        return io.NodeOutput(bridge.u8_to_image(out))
+
 
 NODES = [CUGDEnhance]

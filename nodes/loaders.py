@@ -5,10 +5,16 @@ import os
 
 from comfy_api.latest import io
 
+from cugd_core.choices import AUTO
+from cugd_core.config import RELEASED
+from cugd_core.layout import DEFAULT_MODEL_PATH
+from cugd_core.priors import MODEL_TYPES
+
 from . import comfy_bridge as bridge
+from .models import DTYPES, default_model_path, load_model, load_sam
 from .types import CATEGORY, CUGDModel, SAMModel
 
-SAM_TYPES = ("auto", "vit_t", "vit_b", "vit_l", "vit_h")
+SAM_TYPES = (AUTO, *MODEL_TYPES)
 
 
 def _file_fingerprint(path: str | None) -> tuple:
@@ -37,9 +43,9 @@ class CUGDModelLoader(io.ComfyNode):
                                        "(the released configuration for their checkpoints), released = force "
                                        "the paper's configuration, or one of their test JSONs placed in "
                                        "models/cugd. Our .safetensors carry their own config (use auto)."),
-                io.Combo.Input("device", options=list(bridge.DEVICES), default="auto",
+                io.Combo.Input("device", options=list(bridge.DEVICES), default=AUTO,
                                tooltip="auto = ComfyUI's compute device (the GPU if there is one), cpu = always CPU."),
-                io.Combo.Input("dtype", options=list(bridge.DTYPES), default="auto",
+                io.Combo.Input("dtype", options=list(DTYPES), default=AUTO,
                                tooltip="Compute precision (weights stay fp32): auto = fp32 on CPU, bf16 or fp16 "
                                        "on a GPU that supports it; bf16 is also much faster on CPUs with AMX."),
                 io.Boolean.Input("keep_loaded", default=True,
@@ -58,7 +64,7 @@ class CUGDModelLoader(io.ComfyNode):
     def validate_inputs(cls, model_name=None, config=None, device=None, dtype=None, hub_ref=None) -> bool | str:
         for value, options, what in ((model_name, bridge.model_options(), "model"),
                                      (config, bridge.config_options(), "config"),
-                                     (device, bridge.DEVICES, "device"), (dtype, bridge.DTYPES, "dtype")):
+                                     (device, bridge.DEVICES, "device"), (dtype, DTYPES, "dtype")):
             ok = bridge.check_choice(value, options, what)
             if ok is not True:
                 return ok
@@ -70,7 +76,7 @@ class CUGDModelLoader(io.ComfyNode):
     def fingerprint_inputs(cls, model_name, config, device, dtype, keep_loaded, hub_ref="") -> tuple:
         if hub_ref and hub_ref.strip():
             return ("hub", hub_ref.strip(), config, device, dtype, keep_loaded)
-        path = bridge.default_model_path() if model_name == bridge.DEFAULT_MODEL else \
+        path = str(DEFAULT_MODEL_PATH) if model_name == bridge.DEFAULT_MODEL else \
             bridge.full_path_or_none(bridge.CUGD_FOLDER, model_name)
         return (_file_fingerprint(path), config, device, dtype, keep_loaded)
 
@@ -79,16 +85,16 @@ class CUGDModelLoader(io.ComfyNode):
         if hub_ref and hub_ref.strip():
             source, name = hub_ref.strip(), hub_ref.strip()
         elif model_name == bridge.DEFAULT_MODEL:
-            source, name = bridge.default_model_path(required=True), "default"
+            source, name = default_model_path(), "default"
         else:
             source, name = bridge.full_path(bridge.CUGD_FOLDER, model_name), model_name
         if config == bridge.CONFIG_AUTO:
             cfg = None
         elif config == bridge.CONFIG_RELEASED:
-            cfg = bridge.core("config").RELEASED
+            cfg = RELEASED
         else:
             cfg = bridge.full_path(bridge.CUGD_FOLDER, config)
-        model = bridge.load_model(source, cfg, name=name, device=device, dtype=dtype, keep_loaded=keep_loaded)
+        model = load_model(source, cfg, name=name, device=device, dtype=dtype, keep_loaded=keep_loaded)
         return io.NodeOutput(model)
 
 
@@ -106,10 +112,10 @@ class CUGDSAMLoader(io.ComfyNode):
                 io.Combo.Input("sam_name", options=bridge.sam_options(), default=bridge.DEFAULT_SAM,
                                tooltip="A SAM checkpoint in models/sams (sam_vit_b/l/h_*.pth, mobile_sam.pt), or "
                                        "MobileSAM from the installed weights package."),
-                io.Combo.Input("model_type", options=list(SAM_TYPES), default="auto",
+                io.Combo.Input("model_type", options=list(SAM_TYPES), default=AUTO,
                                tooltip="SAM architecture; auto = from the file name or the checkpoint's keys "
                                        "(vit_t is MobileSAM)."),
-                io.Combo.Input("device", options=list(bridge.DEVICES), default="auto",
+                io.Combo.Input("device", options=list(bridge.DEVICES), default=AUTO,
                                tooltip="auto = ComfyUI's compute device, cpu = always CPU."),
             ],
             outputs=[SAMModel.Output(display_name="sam", tooltip="A segment-anything Sam module (SAM_MODEL).")],
@@ -131,8 +137,8 @@ class CUGDSAMLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, sam_name, model_type, device) -> io.NodeOutput:
-        sam = bridge.load_sam(None if sam_name == bridge.DEFAULT_SAM else sam_name,
-                              None if model_type == "auto" else model_type, device)
+        sam = load_sam(None if sam_name == bridge.DEFAULT_SAM else sam_name,
+                       None if model_type == AUTO else model_type, device)
         return io.NodeOutput(sam)
 
 

@@ -1,12 +1,16 @@
 """Prior nodes: the semantic and structure (edge) maps that steer CUGD, from SAM or from masks."""
 from __future__ import annotations
 
+import torch
 from comfy_api.latest import io
+
+from cugd_core import imageops
+from cugd_core.enhance import compute_priors
+from cugd_core.priors import PRIOR_MODES, priors_from_masks
 
 from . import comfy_bridge as bridge
 from .types import CATEGORY, CUGDPriors, Priors, SAMModel
-
-MODES = bridge.core("priors").PRIOR_MODES
+from .widgets import prior_mode_input
 
 
 def _outputs():
@@ -19,8 +23,6 @@ def _outputs():
 
 def _result(edges, semantics, mode: str) -> io.NodeOutput:
     """Per-image maps (`[3,H,W]` or `[1,3,H,W]`, tensors or arrays) -> the batch payload + previews."""
-    import torch
-
     def batch(maps):
         return torch.cat([torch.as_tensor(m, dtype=torch.float32).reshape(1, 3, *m.shape[-2:]) for m in maps]) \
             .to(bridge.intermediate_device())
@@ -44,26 +46,24 @@ class CUGDSAMPriors(io.ComfyNode):
                 io.Image.Input("image", tooltip="The dark image(s) to enhance; priors are computed from them."),
                 SAMModel.Input("sam", tooltip="A SAM model: CUGD SAM Loader, or the SAM loader of "
                                               "comfyui_segment_anything / Impact Pack."),
-                io.Combo.Input("mode", options=list(MODES), default="fast",
-                               tooltip="fast = a 6x6 point grid, a few seconds per image (the pack's default, as "
-                                       "in python -m cugd_core enhance); exact = the authors' 24x24 grid, several "
-                                       "times slower on a CPU, slightly different maps."),
+                prior_mode_input("mode", "fast = a 6x6 point grid, a few seconds per image (the pack's default, as "
+                                         "in python -m cugd_core enhance); exact = the authors' 24x24 grid, several "
+                                         "times slower on a CPU, slightly different maps."),
             ],
             outputs=_outputs(),
         )
 
     @classmethod
     def validate_inputs(cls, mode=None) -> bool | str:
-        return bridge.check_choice(mode, MODES, "mode")
+        return bridge.check_choice(mode, PRIOR_MODES, "mode")
 
     @classmethod
     def execute(cls, image, sam, mode) -> io.NodeOutput:
-        enhance = bridge.core("enhance")
-        images = bridge.core("imageops").bhwc_to_u8(image)
+        images = imageops.bhwc_to_u8(image)
         progress = bridge.Progress(len(images))
         edges, semantics = [], []
         for u8 in images:
-            edge, semantic = enhance.compute_priors(u8, sam, mode)
+            edge, semantic = compute_priors(u8, sam, mode)
             edges.append(edge)
             semantics.append(semantic)
             progress()
@@ -90,7 +90,6 @@ class CUGDMaskPriors(io.ComfyNode):
 
     @classmethod
     def execute(cls, masks, masks_per_image=0) -> io.NodeOutput:
-        core = bridge.core("priors")
         if masks.ndim == 2:
             masks = masks[None]
         n = int(masks.shape[0])
@@ -99,7 +98,7 @@ class CUGDMaskPriors(io.ComfyNode):
             raise ValueError(f"{n} masks cannot be split into groups of masks_per_image={k}")
         edges, semantics = [], []
         for i in range(0, n, k):
-            edge, semantic = core.priors_from_masks(masks[i:i + k].float().cpu())
+            edge, semantic = priors_from_masks(masks[i:i + k].float().cpu())
             edges.append(edge)
             semantics.append(semantic)
         return _result(edges, semantics, "masks")

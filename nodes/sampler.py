@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from cugd_core import imageops, session
+from cugd_core.samplers import SAMPLER_CHOICES
+
 from . import comfy_bridge as bridge
 from .types import CATEGORY, CUGDGuidance, CUGDModel, CUGDState, SamplingState
-
-SAMPLERS = bridge.core("samplers").SAMPLER_CHOICES  # auto (the model's recommendation), ddpm, ddim
-SAMPLER_TOOLTIP = ("auto = the sampler the model's card recommends (DDIM for the pack's default model, else DDPM); "
-                   "ddpm = the authors' ancestral sampler; ddim = deterministic (no step noise).")
+from .widgets import sampler_input, tile_inputs
 
 
 def _outputs():
@@ -19,20 +19,8 @@ def _outputs():
     ]
 
 
-def tile_inputs():
-    return [
-        io.Int.Input("tile_size", default=0, min=0, max=8192, step=32,
-                     tooltip="0 = automatic: the whole image when it fits in free memory, else tiles of the "
-                             "largest size that fits; a value = tiles of that side (at least 64). Tiles overlap "
-                             "and are blended at every step; out of memory retries with smaller tiles."),
-        io.Int.Input("tile_overlap", default=64, min=0, max=1024, step=8,
-                     tooltip="Overlap of neighbouring tiles in pixels (feathered blending)."),
-    ]
-
-
 def _advance(model, trajectory, sampler: str, plan) -> io.NodeOutput:
     """Run `plan` on the model's device (ComfyUI progress and Cancel) -> (image, state) outputs."""
-    session = bridge.core("session")
     with model.active() as net:
         trajectory = session.advance(net, trajectory, sampler, plan, callback=bridge.Progress(),
                                      interrupt=bridge.check_interrupt, device=bridge.intermediate_device())
@@ -59,7 +47,7 @@ class CUGDSampler(io.ComfyNode):
                 io.Int.Input("steps", default=10, min=1, max=1000,
                              tooltip="Number of denoising steps, at most the schedule's length (10 for the "
                                      "released models); DDPM with all 10 is the authors' sampler."),
-                io.Combo.Input("sampler", options=list(SAMPLERS), default="auto", tooltip=SAMPLER_TOOLTIP),
+                sampler_input(),
                 io.Int.Input("start_step", default=0, min=0, max=1000,
                              tooltip="First step to run; 0 = from pure noise at the highest noise level "
                                      "(a later start skips the noisiest steps)."),
@@ -73,7 +61,7 @@ class CUGDSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, sampler=None, start_step=None, end_step=None) -> bool | str:
-        ok = bridge.check_choice(sampler, SAMPLERS, "sampler")
+        ok = bridge.check_choice(sampler, SAMPLER_CHOICES, "sampler")
         if ok is not True:
             return ok
         for name, v, lo in (("start_step", start_step, 0), ("end_step", end_step, 1)):
@@ -86,7 +74,6 @@ class CUGDSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, image, guidance, seed, steps, sampler, start_step=0, end_step=1000,
                 tile_size=0, tile_overlap=64) -> io.NodeOutput:
-        session, imageops = bridge.core("session"), bridge.core("imageops")
         image = imageops.check_bhwc(image)
         session.check_guidance(image.shape[1:3], int(image.shape[0]), guidance.hw, guidance.batch,
                                same_model=guidance.model_id == id(model.denoiser))
@@ -94,7 +81,7 @@ class CUGDSampler(io.ComfyNode):
         plan = session.plan_from_steps(steps, start_step, end_step)  # the released schedule
         trajectory = session.start(model.denoiser, imageops.bhwc_to_model(image), guidance.priors.edge,
                                    guidance.priors.semantic, guidance=guidance.guidance, seed=seed, t_start=plan[0],
-                                   tile=session.tile_setting(tile_size), overlap=tile_overlap,
+                                   tile=session.tile_setting(tile_size, "tile_size"), overlap=tile_overlap,
                                    dtype=model.dtype, device=model.load_device,
                                    generator_device="cpu")  # the CPU: the same noise on every device
         return _advance(model, trajectory, sampler, plan)
@@ -120,7 +107,7 @@ class CUGDDDIMSteps(io.ComfyNode):
 
     @classmethod
     def execute(cls, state, steps=0) -> io.NodeOutput:
-        plan = bridge.core("session").remaining_plan(state.trajectory, steps)
+        plan = session.remaining_plan(state.trajectory, steps)
         return _advance(state.model, state.trajectory, "ddim", plan)
 
 

@@ -71,11 +71,11 @@ def make_gallery(path: Path, model_name: str | None, steps: int, seed: int, samp
     from skimage import data
 
     from cugd_core.baselines import gain_gamma
-    from cugd_core.cli import load_model, resolve_model
+    from cugd_core.commands.enhance import load_model
     from cugd_core.enhance import enhance
     from cugd_core.evaluate import image_metrics
 
-    model = load_model(resolve_model(model_name), "cpu")
+    model = load_model(model_name, "cpu")
     rows, scores, gap = [], {}, 6
     for name, terms in GALLERY.items():
         high = shrink_to_max_side(getattr(data, name)(), GALLERY_SIDE)

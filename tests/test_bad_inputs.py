@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cugd_core import cli
+from cugd_core import commands
 from cugd_core.enhance import enhance
 from cugd_core.imageops import load_image
 from tests._enhance_helpers import dark_image, random_prior, tiny_denoiser, write_dark, write_priors, write_tiny_model
@@ -57,7 +57,7 @@ def test_odd_images_through_the_cli(tmp_path, tiny_model, capsys):
     }
     for i, (name, (h, w)) in enumerate(cases.items()):
         write_priors(priors, Path(name).stem, h, w, i)
-    code = cli.main(["enhance", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
+    code = commands.main(["enhance", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
                      "--priors", str(priors), *FAST])
     err = capsys.readouterr().err
     assert code == 0, err
@@ -131,7 +131,7 @@ def test_bad_model_files_give_one_line_errors_and_no_output(tmp_path, tiny_model
     cases["absolute"] = "/nonexistent/dir/cugd.safetensors"
     for name, model in cases.items():
         out = tmp_path / f"out_{name}"
-        code = cli.main(["enhance", str(src), "-o", str(out), "--model", model, "--priors", str(tmp_path / "priors"),
+        code = commands.main(["enhance", str(src), "-o", str(out), "--model", model, "--priors", str(tmp_path / "priors"),
                          *FAST])
         captured = capsys.readouterr()
         err = captured.err.strip()
@@ -142,10 +142,10 @@ def test_bad_model_files_give_one_line_errors_and_no_output(tmp_path, tiny_model
         assert not out.exists() or not any(out.iterdir()), name
     assert not marker.exists(), "unpickling ran code"
     # the mismatch names what does not fit; escapes are refused, not looked up
-    code = cli.main(["enhance", str(src), "-o", str(tmp_path / "o"), "--model", str(files["other_arch.safetensors"][0]),
+    code = commands.main(["enhance", str(src), "-o", str(tmp_path / "o"), "--model", str(files["other_arch.safetensors"][0]),
                      "--priors", str(tmp_path / "priors"), *FAST])
     assert "fc.weight" in capsys.readouterr().err or code == 2
-    cli.main(["enhance", str(src), "-o", str(tmp_path / "o"), "--model", cases["escape"], *FAST])
+    commands.main(["enhance", str(src), "-o", str(tmp_path / "o"), "--model", cases["escape"], *FAST])
     assert "refusing" in capsys.readouterr().err
 
 
@@ -187,5 +187,5 @@ def test_ctrl_c_in_the_middle_of_sampling_leaves_only_complete_files_and_resumes
     assert 1 <= len(written) < n
     for name in written:
         assert load_image(out / name).shape == (32, 48, 3)
-    assert cli.main(cmd[3:]) == 0  # the same command again resumes
+    assert commands.main(cmd[3:]) == 0  # the same command again resumes
     assert f"{n - len(written)} enhanced, {len(written)} skipped" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cugd_core import cli
+from cugd_core import commands
 from cugd_core.imageops import load_image
 from cugd_core.pipeline import FolderRunner, collect_jobs
 from tests._enhance_helpers import tiny_denoiser, write_dark, write_priors, write_tiny_model
@@ -53,10 +53,10 @@ def test_enhance_folder_end_to_end_with_summary_and_resume(tmp_path, tiny_model,
     # a second run skips everything; --overwrite redoes it with the same (seeded) result
     first = load_image(out / "img1.png")
     args = ["-o", str(out), "--model", str(tiny_model), "--priors", str(priors), *FAST]
-    assert cli.main(["enhance", str(src), *args, "--side-by-side"]) == 0
+    assert commands.main(["enhance", str(src), *args, "--side-by-side"]) == 0
     assert "0 enhanced, 3 skipped" in capsys.readouterr().err
     (out / "img1.png").unlink()
-    assert cli.main(["enhance", str(src / "img1.png"), *args]) == 0
+    assert commands.main(["enhance", str(src / "img1.png"), *args]) == 0
     assert "1 enhanced, 0 skipped" in capsys.readouterr().err
     np.testing.assert_array_equal(load_image(out / "img1.png"), first)
 
@@ -67,8 +67,8 @@ def test_precision_flag_runs_the_enhance_path_in_bf16(tmp_path, tiny_model, caps
 
     src, priors = make_folder(tmp_path, [(40, 60)])
     args = [str(src), "--model", str(tiny_model), "--priors", str(priors), *FAST]
-    assert cli.main(["enhance", *args, "-o", str(tmp_path / "bf16"), "--precision", "bf16"]) == 0
-    assert cli.main(["enhance", *args, "-o", str(tmp_path / "fp32")]) == 0
+    assert commands.main(["enhance", *args, "-o", str(tmp_path / "bf16"), "--precision", "bf16"]) == 0
+    assert commands.main(["enhance", *args, "-o", str(tmp_path / "fp32")]) == 0
     got = load_image(tmp_path / "bf16" / "img0.png")
     pr = tuple(load_image(priors / f"img0_{k}.png") for k in ("edge", "semantic"))
     want = enhance(load_image(src / "img0.png").copy(), load_denoiser(str(tiny_model)), priors=pr, steps=2,
@@ -82,8 +82,8 @@ def test_precision_flag_runs_the_enhance_path_in_bf16(tmp_path, tiny_model, caps
 def test_pipelined_and_one_at_a_time_give_the_same_files(tmp_path, tiny_model):
     src, priors = make_folder(tmp_path, [(30, 40), (36, 20), (30, 40), (8, 64)])
     a, b = tmp_path / "a", tmp_path / "b"
-    assert cli.main(["enhance", str(src), "-o", str(a), "--model", str(tiny_model), "--priors", str(priors), *FAST]) == 0
-    assert cli.main(["enhance", str(src), "-o", str(b), "--model", str(tiny_model), "--priors", str(priors),
+    assert commands.main(["enhance", str(src), "-o", str(a), "--model", str(tiny_model), "--priors", str(priors), *FAST]) == 0
+    assert commands.main(["enhance", str(src), "-o", str(b), "--model", str(tiny_model), "--priors", str(priors),
                      "--no-pipeline", *FAST]) == 0
     names = sorted(p.name for p in a.iterdir())
     assert names == sorted(p.name for p in b.iterdir()) == [f"img{i}.png" for i in range(4)]
@@ -95,10 +95,10 @@ def test_bad_files_are_reported_and_skipped(tmp_path, tiny_model, capsys):
     src, priors = make_folder(tmp_path, [(30, 40), (30, 40)])
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     write_dark(src / "nopriors.png", 30, 40)  # its prior files are missing
-    code = cli.main(["enhance", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
+    code = commands.main(["enhance", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
                      "--priors", str(priors), *FAST])
     err = capsys.readouterr().err
-    assert code == cli.EXIT_SOME_FAILED == 3  # scripts can tell a partial failure from success
+    assert code == commands.EXIT_SOME_FAILED == 3  # scripts can tell a partial failure from success
     assert "2 enhanced, 0 skipped (already done), 2 failed" in err
     assert "broken.png" in err and "nopriors_edge.png" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img0.png", "img1.png"]
@@ -147,25 +147,25 @@ def test_collect_jobs_names(tmp_path):
 
 def test_missing_default_model_and_sample_say_what_to_do(tmp_path, capsys, monkeypatch):
     write_dark(tmp_path / "x.png", 20, 20)
-    monkeypatch.setattr(cli, "MODELS_DIR", tmp_path / "models")
-    assert cli.main(["enhance", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"), "--quiet"]) == 2
+    monkeypatch.setenv("CUGD_MODELS", str(tmp_path / "models"))
+    assert commands.main(["enhance", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "default model" in err and "--model" in err
     assert not (tmp_path / "out").exists()
-    assert cli.main(["demo", "--image", str(tmp_path / "nothere.png")]) == 2
+    assert commands.main(["demo", "--image", str(tmp_path / "nothere.png")]) == 2
     assert "sample image" in capsys.readouterr().err
 
 
 def test_a_broken_subcommand_module_does_not_break_the_others(tmp_path, capsys, monkeypatch, tiny_model):
-    monkeypatch.setitem(cli.COMMANDS, "synth", ("cugd_core._no_such_module", "synthetic pairs"))
-    assert cli.main(["synth", "--help"]) == 2
+    monkeypatch.setitem(commands.COMMANDS, "synth", ("cugd_core._no_such_module", "synthetic pairs"))
+    assert commands.main(["synth", "--help"]) == 2
     err = capsys.readouterr().err
     assert "cannot be imported" in err and "pip install -r requirements.txt" in err
     src, priors = make_folder(tmp_path, [(20, 20)])
-    assert cli.main(["enhance", str(src), "-o", str(tmp_path / "o"), "--model", str(tiny_model),
+    assert commands.main(["enhance", str(src), "-o", str(tmp_path / "o"), "--model", str(tiny_model),
                      "--priors", str(priors), *FAST]) == 0
     with pytest.raises(SystemExit) as e:  # every registered command is listed
-        cli.main(["--help"])
+        commands.main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert all(c in out for c in ("enhance", "demo", "priors", "synth", "train", "evaluate", "convert"))
@@ -174,8 +174,53 @@ def test_a_broken_subcommand_module_does_not_break_the_others(tmp_path, capsys, 
 def test_demo_writes_the_two_readme_files(tmp_path, tiny_model, monkeypatch):
     img = write_dark(tmp_path / "sample_dark.png", 36, 52)
     write_priors(tmp_path / "priors", "sample_dark", 36, 52)
-    code = cli.main(["demo", "--image", str(img), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
+    code = commands.main(["demo", "--image", str(img), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
                      "--priors", str(tmp_path / "priors"), *FAST])
     assert code == 0
     assert load_image(tmp_path / "out" / "sample_enhanced.png").shape == (36, 52, 3)
     assert Image.open(tmp_path / "out" / "sample_before_after.png").size == (2 * 52 + 8, 36)
+
+
+# -- one command line: the same option means the same thing in every command --------------------------
+def parse(*argv: str):
+    """`argv` parsed by the CLI's parser, as `main` would (only that command's module is imported)."""
+    return commands.build_parser(argv[0]).parse_args(list(argv))
+
+
+def test_tile_zero_means_automatic_as_on_the_nodes(capsys):
+    """`--tile 0` = automatic (the node's tile_size=0); whole/none = no tiling; too small = usage error."""
+    common = ("enhance", "x.png", "-o", "out")
+    assert parse(*common).tile == "auto" == parse(*common, "--tile", "0").tile == parse(*common, "--tile", "auto").tile
+    assert parse(*common, "--tile", "whole").tile is None and parse(*common, "--tile", "none").tile is None
+    assert parse(*common, "--tile", "256").tile == 256
+    for bad in ("32", "big"):
+        with pytest.raises(SystemExit) as e:
+            parse(*common, "--tile", bad)
+        assert e.value.code == commands.EXIT_USAGE
+        assert "--tile" in capsys.readouterr().err
+
+
+def test_shared_options_have_one_spelling_and_old_ones_still_work(capsys):
+    """priors' old --mode/--no-progress are hidden aliases of --prior-mode/--quiet (with a note on stderr)."""
+    new = parse("priors", "--data", "d", "--prior-mode", "exact", "--quiet")
+    old = parse("priors", "--data", "d", "--mode", "exact", "--no-progress")
+    assert (new.prior_mode, new.quiet) == (old.prior_mode, old.quiet) == ("exact", True)
+    err = capsys.readouterr().err
+    assert "--mode is deprecated, use --prior-mode" in err and "--no-progress is deprecated, use --quiet" in err
+    assert parse("priors", "--data", "d").prior_mode == "fast" and not parse("priors", "--data", "d").quiet
+    with pytest.raises(SystemExit):
+        parse("priors", "--data", "d", "--mode", "slow")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        commands.build_parser("priors").parse_args(["priors", "--help"])
+    assert "--mode" not in (text := capsys.readouterr().out) and "--no-progress" not in text
+    # --device, --quiet, --prior-mode, --seed: the same spelling in every command that takes them
+    shared = {"--device", "--quiet", "--prior-mode", "--seed"}
+    for name in commands.COMMANDS:
+        parser = commands.build_parser(name)
+        sub = next(a for a in parser._actions if a.dest == "command").choices[name]
+        strings = {s for a in sub._actions if a.help != "==SUPPRESS==" for s in a.option_strings}
+        assert not strings & {"--mode", "--no-progress", "--progress"}, name
+        expected = shared - {"--seed"} if name == "priors" else shared
+        if name in ("enhance", "demo", "evaluate", "train", "priors"):
+            assert expected <= strings, name

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cugd_core import cli
+from cugd_core import commands
 from cugd_core.imageops import load_image
 from tests._enhance_helpers import dark_image, write_dark, write_priors, write_tiny_model
 from tests._paths import REPO
@@ -61,12 +61,12 @@ def test_output_folder_on_the_inputs_is_refused_before_any_work(tmp_path, tiny_m
                               "--recursive would read the outputs as inputs"),
     }
     for name, (args, message) in cases.items():
-        assert cli.main(["enhance", *args, *common]) == cli.EXIT_USAGE == 2, name
+        assert commands.main(["enhance", *args, *common]) == commands.EXIT_USAGE == 2, name
         err = one_line_error(capsys)
         assert err.startswith("enhance: error:") and message in err and "-o" in err, (name, err)
         assert snapshot(src) == before, f"{name}: the originals changed"
     # a sub-folder of a (non-recursive) input folder is fine: outputs are never read back
-    assert cli.main(["enhance", str(src), "-o", str(src / "enhanced"), "--model", str(tiny_model), *common]) == 0
+    assert commands.main(["enhance", str(src), "-o", str(src / "enhanced"), "--model", str(tiny_model), *common]) == 0
     assert sorted(p.name for p in (src / "enhanced").iterdir()) == ["img0.png", "img1.png"]
 
 
@@ -79,9 +79,9 @@ def test_unwritable_output_folder_is_found_before_the_model_or_any_image(tmp_pat
     def no_work(*args, **kwargs):
         raise AssertionError("the model was loaded before the output folder was checked")
 
-    monkeypatch.setattr(cli, "_runner", no_work)
+    monkeypatch.setattr("cugd_core.commands.enhance.runner", no_work)
     for out, message in ((a_file / "out", "cannot write to the output folder"), (a_file, "is a file, not a folder")):
-        code = cli.main(["enhance", str(src), "-o", str(out), "--model", str(tiny_model), "--priors", str(priors),
+        code = commands.main(["enhance", str(src), "-o", str(out), "--model", str(tiny_model), "--priors", str(priors),
                          *FAST])
         err = one_line_error(capsys)
         assert code == 2 and message in err and str(out) in err and "choose a" in err, err
@@ -104,15 +104,15 @@ def test_exit_codes_tell_success_partial_and_total_failure_apart(tmp_path, tiny_
     bad.mkdir()
     (bad / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     common = ["--model", str(tiny_model), "--priors", str(priors), *FAST]
-    assert cli.main(["enhance", str(src), "-o", str(tmp_path / "ok"), *common]) == cli.EXIT_OK == 0
-    assert cli.main(["enhance", str(bad), "-o", str(tmp_path / "none"), *common]) == cli.EXIT_ALL_FAILED == 1
+    assert commands.main(["enhance", str(src), "-o", str(tmp_path / "ok"), *common]) == commands.EXIT_OK == 0
+    assert commands.main(["enhance", str(bad), "-o", str(tmp_path / "none"), *common]) == commands.EXIT_ALL_FAILED == 1
     assert "0 enhanced, 0 skipped (already done), 1 failed" in capsys.readouterr().err
-    assert cli.main(["enhance", str(src), str(bad), "-o", str(tmp_path / "some"), *common]) == cli.EXIT_SOME_FAILED == 3
+    assert commands.main(["enhance", str(src), str(bad), "-o", str(tmp_path / "some"), *common]) == commands.EXIT_SOME_FAILED == 3
     assert "1 enhanced, 0 skipped (already done), 1 failed" in capsys.readouterr().err
     # what was done before counts: the rerun enhances nothing new, but the folder is not a total loss
-    assert cli.main(["enhance", str(src), str(bad), "-o", str(tmp_path / "some"), *common]) == 3
+    assert commands.main(["enhance", str(src), str(bad), "-o", str(tmp_path / "some"), *common]) == 3
     with pytest.raises(SystemExit):
-        cli.main(["enhance", "--help"])
+        commands.main(["enhance", "--help"])
     help_text = capsys.readouterr().out
     for code in ("0 ", "1 ", "2 ", "3 ", "130"):
         assert f"\n  {code}" in help_text, code
@@ -129,7 +129,7 @@ def test_gifs_in_folders_are_enhanced_and_animated_ones_say_first_frame(tmp_path
     for stem in ("still", "anim"):
         write_priors(priors, stem, 24, 32)
     with pytest.warns(UserWarning, match=r"anim\.gif has 2 frames: only the first frame is enhanced"):
-        code = cli.main(["enhance", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
+        code = commands.main(["enhance", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
                          "--priors", str(priors), *FAST])
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["anim.png", "still.png"]
@@ -176,7 +176,7 @@ def test_ctrl_c_with_sam_priors_running_always_exits_130(tmp_path, tiny_model):
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
-        assert proc.returncode == cli.EXIT_INTERRUPTED == 130, (k, proc.returncode, err[-2000:])
+        assert proc.returncode == commands.EXIT_INTERRUPTED == 130, (k, proc.returncode, err[-2000:])
         assert "interrupted" in err and "Traceback" not in err and "terminate called" not in err, err
         assert not [p for p in out.iterdir() if p.name.startswith(".")], "temp files left"
         for p in _outputs(out):

@@ -86,7 +86,15 @@ def test_checks_and_tile_settings(model):
         session.check_guidance((40, 52), 2, (40, 52), 2, same_model=False)
     assert session.tile_setting(0) == "auto" and session.tile_setting(128) == 128
     with pytest.raises(ValueError, match="tile_size must be 0"):
-        session.tile_setting(32)
+        session.tile_setting(32, "tile_size")
+    # one meaning of 0 everywhere (nodes, CLI, core): automatic; None/"whole"/"none": no tiling
+    assert session.tile_setting("0") == session.tile_setting("auto") == session.tile_setting(0) == "auto"
+    assert session.tile_setting(None) is session.tile_setting("whole") is session.tile_setting("None") is None
+    assert session.tile_setting("256") == 256
+    with pytest.raises(ValueError, match="tile must be 0 or 'auto'"):
+        session.tile_setting("big")
+    assert session.resolve_tile(0, model, 64, 64, 1, "cpu") is None  # auto, small image: whole image
+    assert session.resolve_tile("whole", model, 64, 64, 1, "cpu") is None
     assert session.resolve_tile(None, model, 64, 64, 1, "cpu") is None
     assert session.resolve_tile("auto", model, 64, 64, 1, "cpu", torch.bfloat16) is None  # small: whole image
     assert len(RELEASED_SCHEDULE) == 10

@@ -1,7 +1,6 @@
 """Metrics against scikit-image, the GT-mean protocol, the evaluate command and the baselines."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -12,7 +11,8 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from cugd_core import baselines
-from cugd_core.evaluate import (METRICS, add_cli, baseline_table, evaluate_pairs, gt_mean_correct, image_metrics,
+from cugd_core.commands import main
+from cugd_core.evaluate import (METRICS, baseline_table, evaluate_pairs, gt_mean_correct, image_metrics,
                                 list_pairs, per_image, psnr, rgb_to_gray_u8, run_baselines, ssim)
 from cugd_core.synth import LowLightRecipe, pair_rng, synthesize_pair
 
@@ -128,20 +128,15 @@ def test_evaluate_errors(pairs_dir, tmp_path):
 
 
 def test_cli_writes_table_and_json(pairs_dir, tmp_path, capsys):
-    ap = argparse.ArgumentParser()
-    add_cli(ap.add_subparsers())
     out = tmp_path / "scores.json"
-    args = ap.parse_args(["evaluate", "--pairs", str(pairs_dir), "--baseline", "identity",
-                          "--json", str(out), "--quiet"])
-    assert args.func(args) == 0
+    assert main(["evaluate", "--pairs", str(pairs_dir), "--baseline", "identity", "--json", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "mean (3)" in text and "lpips: not computed" in text
     scores = json.loads(out.read_text())
     assert scores["protocol"]["source"] == "baseline:identity" and len(scores["per_image"]) == 3
     # the identity of a dark image scores far below its GT-mean corrected self
     assert scores["mean"]["psnr"] + 3 < scores["mean"]["psnr_gtmean"]
-    args = ap.parse_args(["evaluate", "--pairs", str(pairs_dir), "--pred", str(tmp_path / "none"), "--quiet"])
-    assert args.func(args) == 2
+    assert main(["evaluate", "--pairs", str(pairs_dir), "--pred", str(tmp_path / "none"), "--quiet"]) == 2
     assert "no prediction" in capsys.readouterr().err
 
 
@@ -190,27 +185,20 @@ def test_cli_scores_a_model_with_fresh_or_cached_priors(pairs_dir, tmp_path, cap
     constant priors from real ones."""
     import shutil
 
-    from cugd_core.priors.cli import add_cli as add_priors_cli
     from tests._paths import REPO
 
     pairs = tmp_path / "pairs"
     shutil.copytree(pairs_dir, pairs)
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers()
-    add_cli(sub)
-    add_priors_cli(sub)
 
     def evaluate(sampler, name, *extra):
-        args = ap.parse_args(["evaluate", "--pairs", str(pairs), "--model", str(REPO / "models" / "cugd_default.safetensors"),
-                              "--sampler", sampler, "--limit", "2", "--json", str(tmp_path / name), "--quiet", *extra])
-        assert args.func(args) == 0
+        assert main(["evaluate", "--pairs", str(pairs), "--model", str(REPO / "models" / "cugd_default.safetensors"),
+                     "--sampler", sampler, "--limit", "2", "--json", str(tmp_path / name), "--quiet", *extra]) == 0
         return json.loads((tmp_path / name).read_text())
 
     fresh = evaluate("ddim", "fresh.json", "--device", "cpu")
     assert fresh["protocol"]["priors_from_cache"] == 0 and fresh["protocol"]["sampler"] == "ddim"
     assert fresh["protocol"]["device"] == "cpu"
-    args = ap.parse_args(["priors", "--data", str(pairs), "--split", "low", "--no-progress"])
-    assert args.func(args) == 0
+    assert main(["priors", "--data", str(pairs), "--split", "low", "--quiet"]) == 0
     assert len(list((pairs / "priors" / "fast" / "low").glob("*.png"))) == 6
     assert not (pairs / "priors" / "fast" / "high").exists()
     cached = evaluate("ddim", "cached.json")
@@ -225,15 +213,10 @@ def test_cli_scores_a_model_with_fresh_or_cached_priors(pairs_dir, tmp_path, cap
 
 def test_evaluate_cli_device_unavailable(pairs_dir, capsys, monkeypatch):
     """--device cuda where CUDA is missing: a clear error (exit 2), before any model work."""
-    import argparse
-
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     from tests._paths import REPO
-    ap = argparse.ArgumentParser()
-    add_cli(ap.add_subparsers())
-    args = ap.parse_args(["evaluate", "--pairs", str(pairs_dir), "--model", str(REPO / "models" / "cugd_default.safetensors"),
-                          "--device", "cuda", "--quiet"])
-    assert args.func(args) == 2
+    assert main(["evaluate", "--pairs", str(pairs_dir), "--model", str(REPO / "models" / "cugd_default.safetensors"),
+                 "--device", "cuda", "--quiet"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The import graph of `cugd_core` has no cycle, and library modules do not reach up into the CLI.
+"""The import graph of `cugd_core` has no cycle, library modules do not reach up into the CLI, the
+pack's imports are at the top of each module, and no node module imports another.
 
 The graph is read from the source (`ast`), not from `sys.modules`: every `import` and `from ... import`
 anywhere in a module (function-level ones included, since they are dependencies all the same),
@@ -109,7 +110,63 @@ def test_cugd_core_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_library_modules_do_not_import_the_cli():
-    """Only the entry point imports `cli`; devices, errors and defaults live in core modules."""
-    users = sorted(n for n, deps in import_graph().items() if "cugd_core.cli" in deps)
+def test_library_modules_do_not_import_the_command_line():
+    """Only the entry point imports `commands`; devices, errors and defaults live in core modules."""
+    graph = import_graph()
+    users = sorted(n for n, deps in graph.items() if not n.startswith("cugd_core.commands")
+                   and any(d.startswith("cugd_core.commands") for d in deps))
     assert users == ["cugd_core.__main__"]
+
+
+def test_only_the_commands_package_uses_argparse():
+    """The command line has one owner: library modules define no options and parse no arguments."""
+    users = sorted(name for name, path in modules(PACKAGE).items()
+                   if any(isinstance(node, (ast.Import, ast.ImportFrom))
+                          and "argparse" in ([a.name for a in node.names] if isinstance(node, ast.Import)
+                                             else [node.module])
+                          for node in ast.walk(ast.parse(path.read_text()))))
+    assert users and all(n.startswith("cugd_core.commands") for n in users), users
+
+
+def deferred_internal_imports(package: Path) -> list[str]:
+    """`file:line` of each import of the package's own modules inside a function or class, without a
+    comment on its line saying why it is deferred."""
+    mods = modules(package)
+    known, found = set(mods), []
+    for name, path in mods.items():
+        lines = path.read_text().splitlines()
+        tree = ast.parse(path.read_text(), str(path))
+        for scope in ast.walk(tree):
+            if not isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            for node in ast.walk(scope):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and imports_of_node(name, path, node, known) \
+                        and "#" not in lines[node.lineno - 1]:
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    return sorted(set(found))
+
+
+def imports_of_node(name: str, path: Path, node: ast.AST, known: set[str]) -> bool:
+    """Whether one import statement names a module of the package (relative imports always do)."""
+    if isinstance(node, ast.ImportFrom):
+        return bool(node.level) or (node.module or "").split(".")[0] in {k.split(".")[0] for k in known}
+    return any(a.name.split(".")[0] in {k.split(".")[0] for k in known} for a in node.names)
+
+
+def test_package_imports_are_at_the_top():
+    """A function-level import of the package's own code hides a dependency; one deferred on purpose
+    (a heavy optional module) says why in a comment on its line."""
+    assert deferred_internal_imports(PACKAGE) == []
+    assert deferred_internal_imports(REPO / "nodes") == []
+
+
+def test_no_node_module_imports_another():
+    """One broken node module must disable only its own nodes: node modules share code only through
+    the non-node modules (types, widgets, comfy_bridge, models)."""
+    import re
+
+    node_modules = re.search(r"NODE_MODULES = \(([^)]*)\)", (REPO / "nodes" / "__init__.py").read_text()).group(1)
+    names = {f"nodes.{m}" for m in re.findall(r'"(\w+)"', node_modules)}
+    assert {"nodes.enhance", "nodes.sampler", "nodes.priors"} <= names
+    graph = import_graph(REPO / "nodes")
+    assert {m: sorted(graph[m] & names) for m in names if graph[m] & names} == {}

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cugd_core import cli
+from cugd_core import commands
 from cugd_core.enhance import enhance, enhance_tensor
 from cugd_core.imageops import load_image
 from cugd_core.weights import MIN_STEPS_META, load_denoiser, read_metadata, save_safetensors, update_metadata
@@ -81,18 +81,18 @@ def test_cli_refuses_fewer_steps_with_exit_2(tmp_path, carded, capsys):
     write_priors(tmp_path / "priors", "a", 24, 32)
     args = ["enhance", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(carded),
             "--priors", str(tmp_path / "priors"), "--quiet", "--device", "cpu"]
-    assert cli.main([*args, "--steps", "2"]) == 2
+    assert commands.main([*args, "--steps", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "needs at least 3 sampling steps" in err and "use 3 or more steps" in err
     out = tmp_path / "out"
     assert not out.exists() or not any(out.iterdir())  # nothing written (a folder it made is removed again)
-    assert cli.main([*args, "--steps", "3"]) == 0
+    assert commands.main([*args, "--steps", "3"]) == 0
 
 
 @pytest.mark.comfy
 def test_nodes_refuse_fewer_steps(comfy, carded):
-    bridge = __import__(f"{comfy.pack_module.__name__}.nodes.comfy_bridge", fromlist=["load_model"])
-    model = bridge.load_model(str(carded), name="carded", device="cpu")
+    models = __import__(f"{comfy.pack_module.__name__}.nodes.models", fromlist=["load_model"])
+    model = models.load_model(str(carded), name="carded", device="cpu")
     image = torch.rand(1, 32, 32, 3) * 0.2
 
     def run(node_id, **inputs):

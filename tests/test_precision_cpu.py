@@ -57,7 +57,7 @@ def test_no_warning_where_bf16_is_native_or_not_asked_for(cpu, flags, prec, devi
 
 def test_the_cli_run_warns_on_an_emulating_cpu(cpu, tmp_path, capsys):
     """`enhance --precision bf16` end to end: the warning reaches the user once, the image is written."""
-    from cugd_core import cli
+    from cugd_core import commands
     from tests._enhance_helpers import write_dark, write_priors, write_tiny_model
 
     cpu(AVX2_ONLY)
@@ -65,7 +65,7 @@ def test_the_cli_run_warns_on_an_emulating_cpu(cpu, tmp_path, capsys):
     write_priors(tmp_path / "priors", "a", 24, 32)
     model = write_tiny_model(tmp_path / "tiny.safetensors")
     with pytest.warns(precision.BF16Warning):
-        code = cli.main(["enhance", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model),
+        code = commands.main(["enhance", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model),
                          "--priors", str(tmp_path / "priors"), "--steps", "2", "--quiet", "--device", "cpu",
                          "--precision", "bf16"])
     assert code == 0 and (tmp_path / "out" / "a.png").is_file()
@@ -76,7 +76,7 @@ def test_the_cli_run_warns_on_an_emulating_cpu(cpu, tmp_path, capsys):
 def test_loader_auto_never_picks_bf16_on_a_cpu(comfy, cpu, flags):
     """The loader's dtype=auto on the CPU is fp32 whatever the CPU (bf16 changes outputs, and is slow
     where emulated); an explicit bf16 is kept."""
-    bridge = __import__(f"{comfy.pack_module.__name__}.nodes.comfy_bridge", fromlist=["pick_precision"])
+    models = __import__(f"{comfy.pack_module.__name__}.nodes.models", fromlist=["pick_precision"])
     cpu(flags)
-    assert bridge.pick_precision("auto", torch.device("cpu")) == torch.float32
-    assert bridge.pick_precision("bf16", torch.device("cpu")) == torch.bfloat16
+    assert models.pick_precision("auto", torch.device("cpu")) == torch.float32
+    assert models.pick_precision("bf16", torch.device("cpu")) == torch.bfloat16

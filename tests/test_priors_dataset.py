@@ -1,12 +1,12 @@
 """Dataset priors cache: files, resumability, reading back, the `priors` CLI sub-command."""
-import argparse
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from cugd_core.priors import add_cli, compute_dataset_priors, load_cached_priors
+from cugd_core.commands import main
+from cugd_core.priors import compute_dataset_priors, load_cached_priors
 from cugd_core.priors.dataset import prior_paths
 from tests._priors_helpers import tiny_sam
 
@@ -72,13 +72,11 @@ def test_cli_subcommand(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(ds, "as_sam", fake_as_sam)
     data = _lol(tmp_path / "lol", names=("x.png",), size=(24, 32))
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["priors", "--data", str(data), "--out", str(tmp_path / "o"), "--no-progress",
-                              "--sam", "sam_vit_b_01ec64.pth", "--sam-dir", str(tmp_path)])
-    assert args.func(args) == 0
+    argv = ["priors", "--data", str(data), "--out", str(tmp_path / "o"), "--quiet",
+            "--sam", "sam_vit_b_01ec64.pth", "--sam-dir", str(tmp_path)]
+    assert main(argv) == 0
     assert "2 written" in capsys.readouterr().out
     assert asked == [("sam_vit_b_01ec64.pth", [str(tmp_path)])]
     assert all(p.is_file() for s in ("low", "high") for p in prior_paths(tmp_path / "o", s, "x"))
-    assert args.func(args) == 0 and "2 already cached" in capsys.readouterr().out
+    assert main(argv) == 0 and "2 already cached" in capsys.readouterr().out
     assert len(asked) == 1  # nothing to do: the model is not even loaded

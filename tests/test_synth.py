@@ -1,7 +1,6 @@
 """Synthetic low-light pairs: recipe statistics, determinism, odd inputs, resume, CLI."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -10,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cugd_core.synth import (MIX_WEIGHTS, PRESETS, LowLightParams, LowLightRecipe, add_cli, apply_low_light,
+from cugd_core.commands import main
+from cugd_core.synth import (MIX_WEIGHTS, PRESETS, LowLightParams, LowLightRecipe, apply_low_light,
                              jpeg_roundtrip, linear_to_srgb, list_photos, pair_rng, preset_of, sample_params,
                              srgb_to_linear, synth_folder, synthesize_pair)
 
@@ -202,19 +202,15 @@ def test_recipe_validation_and_round_trip():
 
 
 def test_cli(photo_dir, tmp_path, capsys):
-    ap = argparse.ArgumentParser()
-    add_cli(ap.add_subparsers())
     out = tmp_path / "pairs"
-    args = ap.parse_args(["synth", "--photos", str(photo_dir), "--out", str(out), "--seed", "4",
-                          "--exposure", "0.05", "0.1", "--wb-gain", "1", "1", "--quiet"])
-    assert args.func(args) == 0
+    assert main(["synth", "--photos", str(photo_dir), "--out", str(out), "--seed", "4",
+                 "--exposure", "0.05", "0.1", "--wb-gain", "1", "1", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "3 made" in text and "exposure x0.0" in text
     manifest = json.loads((out / "synth.json").read_text())
     assert manifest["recipe"]["exposure"] == [0.05, 0.1] and manifest["seed"] == 4
     assert all(0.05 <= p["exposure"] <= 0.1 and p["wb_r"] == 1.0 for p in manifest["params"].values())
-    bad = ap.parse_args(["synth", "--photos", str(tmp_path / "nope"), "--out", str(out), "--quiet"])
-    assert bad.func(bad) == 2
+    assert main(["synth", "--photos", str(tmp_path / "nope"), "--out", str(out), "--quiet"]) == 2
     assert "photo folder not found" in capsys.readouterr().err
 
 

@@ -1,7 +1,6 @@
 """Loading the authors' *_gen.pth safely and strictly, our .safetensors, and `convert`."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pickle
@@ -14,8 +13,9 @@ import torch
 from cugd_core.config import RELEASED, CUGDConfig
 from cugd_core.schedule import RELEASED_SCHEDULE
 from cugd_core.unet import CUGDDenoiser
-from cugd_core.weights import (SCHEDULE_BUFFERS, CheckpointError, add_cli, detect_config, load_authors_pth,
-                               load_denoiser, read_metadata, resolve_in_folder, save_safetensors)
+from cugd_core import commands, weights
+from cugd_core.weights import (SCHEDULE_BUFFERS, CheckpointError, detect_config, load_authors_pth, load_denoiser,
+                               read_metadata, resolve_in_folder, save_safetensors)
 from tests._paths import GOLDEN
 from tests.golden import fixture, golden_config, golden_state_dict, t
 
@@ -55,10 +55,7 @@ def golden_eps(model, name="golden_net_small") -> float:
 
 
 def convert(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="cugd_core")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["convert", *map(str, argv)])
-    return args.func(args)
+    return commands.main(["convert", *map(str, argv)])
 
 
 # -- the released architecture ------------------------------------------------------------------
@@ -143,15 +140,17 @@ def test_golden_roundtrip_through_convert(tmp_path, fp16, capsys):
         assert out.stat().st_size < 0.55 * full.stat().st_size
 
 
-def test_convert_refuses_to_overwrite_and_reports_errors(tmp_path):
+def test_convert_refuses_to_overwrite_and_reports_errors(tmp_path, capsys):
     pth = small_gen_pth(tmp_path / "gen.pth")
     out = tmp_path / "out.safetensors"
     out.write_bytes(b"keep me")
-    with pytest.raises(SystemExit, match="exists"):
-        convert(pth, "-o", out, "--config", json.dumps(golden_config().to_dict()))
+    assert convert(pth, "-o", out, "--config", json.dumps(golden_config().to_dict())) == commands.EXIT_USAGE
+    assert "convert: error:" in (err := capsys.readouterr().err) and "exists" in err and "--force" in err
     assert out.read_bytes() == b"keep me"
-    with pytest.raises(SystemExit, match="inner_channel 32 vs 64"):
-        convert(pth, "-o", tmp_path / "x.safetensors", "--config", RELEASED.to_json())
+    assert convert(pth, "-o", tmp_path / "x.safetensors", "--config", RELEASED.to_json()) == commands.EXIT_USAGE
+    assert "inner_channel 32 vs 64" in capsys.readouterr().err
+    assert convert(pth, "-o", tmp_path / "y.safetensors", "--meta", "no-equals-sign") == commands.EXIT_USAGE
+    assert "--meta expects KEY=VALUE" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
     assert convert(pth, "-o", out, "--force", "--no-uncertainty-head", "--config",
                    json.dumps(golden_config().to_dict())) == 0
@@ -195,8 +194,8 @@ def test_pickle_that_runs_code_is_refused(tmp_path, writer):
     else:
         path.write_bytes(pickle.dumps(state, protocol=2))
     for load in (lambda: load_denoiser(path, golden_config()), lambda: load_denoiser(path),
-                 lambda: convert(path, "-o", tmp_path / "o.safetensors")):
-        with pytest.raises((CheckpointError, SystemExit), match="refused"):
+                 lambda: weights.convert(path, tmp_path / "o.safetensors")):
+        with pytest.raises(CheckpointError, match="refused"):
             load()
         assert not marker.exists()
     assert not (tmp_path / "o.safetensors").exists()

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import torch
 
+from ..choices import check_choice
+
 DEFAULT_CHECKPOINT = "mobile_sam.pt"
-MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "vit_t")
+MODEL_TYPES = ("vit_t", "vit_b", "vit_l", "vit_h")  # what users choose (vit_t = MobileSAM, the default)
 _VIT_DEPTH = {12: "vit_b", 24: "vit_l", 32: "vit_h"}
 _VIT_WIDTH = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 _OFFICIAL = {
@@ -159,8 +161,7 @@ def build_sam(model_type: str):
             warnings.simplefilter("ignore")
             from mobile_sam import sam_model_registry
         return sam_model_registry["vit_t"]()
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    check_choice("model_type", model_type, MODEL_TYPES)
     from segment_anything import sam_model_registry
     return sam_model_registry[model_type]()
 
