@@ -50,7 +50,7 @@ from .imageops import crop, pad_to_multiple, to_uint8
 from .layout import MANIFEST, SIDES, list_pairs, missing_priors, priors_dir
 from .losses import LossConfig, compute_loss, draw
 from .priors import PRIOR_MODES, compute_dataset_priors
-from .samplers import sample
+from .samplers import SAMPLERS, sample
 from .schedule import RELEASED_SCHEDULE
 from .unet import CUGDDenoiser
 from .weights import load_denoiser, save_safetensors
@@ -282,9 +282,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 # -- validation --------------------------------------------------------------------------------------
 @torch.no_grad()
 def validation_scores(model: CUGDDenoiser, root: str | os.PathLike, names: list[str], *, prior_mode: str,
-                      constant_priors: bool = False, seed: int = 0, device=torch.device("cpu")) -> dict:
+                      constant_priors: bool = False, seed: int = 0, device=torch.device("cpu"),
+                      sampler: str = "ddpm", steps: int = 0) -> dict:
     """Mean PSNR/SSIM (with and without GT-mean, `evaluate.image_metrics`) of `model` on full-size pairs,
-    padded to x32 as at test time (SPEC 1.2), sampled with the 10-step DDPM sampler."""
+    padded to x32 as at test time (SPEC 1.2), sampled with `sampler` in `steps` steps (default: the
+    authors' 10-step DDPM; training validates with the sampler its unrolled loss runs through)."""
     model.eval()
     rows = []
     for name in names:
@@ -293,7 +295,8 @@ def validation_scores(model: CUGDDenoiser, root: str | os.PathLike, names: list[
         t = {k: v.unsqueeze(0).to(device) for k, v in to_tensors(a).items()}
         low = model_condition(model.config, t["low"])
         x = sample(model, pad_to_multiple(low), pad_to_multiple(t["low_edge"]),
-                   pad_to_multiple(t["low_semantic"]), steps=len(RELEASED_SCHEDULE), sampler="ddpm", seed=seed)
+                   pad_to_multiple(t["low_semantic"]), steps=steps or len(RELEASED_SCHEDULE), sampler=sampler,
+                   seed=seed)
         rows.append(image_metrics(to_uint8(crop(x, h, w).float()), a["high"]))
     return {k: float(np.mean([r[k] for r in rows])) for k in METRICS} | {"count": len(rows)}
 
@@ -454,7 +457,8 @@ class Trainer:
             return None
         cfg, step = self.cfg, self.global_step
         scores = validation_scores(self.ema, cfg.val_data, self.val_names, prior_mode=cfg.prior_mode,
-                                   constant_priors=cfg.constant_priors, seed=cfg.seed, device=self.d.device)
+                                   constant_priors=cfg.constant_priors, seed=cfg.seed, device=self.d.device,
+                                   sampler=self.loss_cfg.unrolled_sampler, steps=self.loss_cfg.unrolled_steps)
         self.log({"kind": "val", "step": step, **scores})
         self.last_val = {"step": step, **scores}
         if scores["psnr"] > self.best.get("psnr", -math.inf):
@@ -623,7 +627,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--timestep-scale", action="store_true", help="authors' use_noise_loss_timestep_scale")
     g.add_argument("--no-ssim", action="store_true")
     g.add_argument("--unrolled-every", type=int, default=lc.unrolled_every,
-                   help="photometric term (10 extra net calls) every k steps; 0 = never")
+                   help="photometric term (one extra net call per sampling step) every k steps; 0 = never")
+    g.add_argument("--unrolled-sampler", choices=SAMPLERS, default=lc.unrolled_sampler,
+                   help="the sampling the photometric term (and validation) runs through")
+    g.add_argument("--unrolled-steps", type=int, default=lc.unrolled_steps,
+                   help="its number of steps (0: one per noise level)")
     g = p.add_argument_group("validation, checkpoints, logs")
     g.add_argument("--val-data", metavar="DIR", help="paired validation folder")
     g.add_argument("--val-count", type=int, default=8, help="first N pairs of --val-data")
@@ -650,7 +658,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     loss = dataclasses.asdict(LossConfig(noise_weight=a.noise_weight, photo_weight=a.photo_weight,
                                          use_consistency_map=a.consistency_map, use_sam_weight=not a.no_sam_weight,
                                          use_timestep_scale=a.timestep_scale, ssim=not a.no_ssim,
-                                         unrolled_every=a.unrolled_every))
+                                         unrolled_every=a.unrolled_every, unrolled_sampler=a.unrolled_sampler,
+                                         unrolled_steps=a.unrolled_steps))
     return TrainConfig(data=a.data, out=a.out, steps=a.steps, batch_size=a.batch_size, crop=a.crop, lr=a.lr,
                        lr_decay_start=a.lr_decay_start, lr_min=a.lr_min,
                        ema_decay=a.ema_decay, seed=a.seed, prior_mode=a.prior_mode, constant_priors=a.no_priors,
