@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .samplers import ddpm_step, init_state, run
+from .samplers import SAMPLERS, ddim_step, ddpm_step, init_state, run, timesteps
 from .schedule import RELEASED_SCHEDULE, Schedule
 
 NUM_CLUSTERS = 6  # GSAD's leftover constant in the photometric normalisation (SPEC 8.12)
@@ -31,7 +31,10 @@ class LossConfig:
     noise_weight / photo_weight: lambda1 / lambda2 (unpublished; defaults are the fixture's values).
     ssim: include the SSIM term in the photometric loss (always on in the authors' code).
     unrolled_every: compute the photometric (unrolled-sampler) term on every k-th step only
-        (k = 1: every step, as the authors; 0: never). It costs 10 extra forward passes.
+        (k = 1: every step, as the authors; 0: never). It costs one forward pass per sampling step.
+    unrolled_sampler / unrolled_steps: the sampling that term runs through: the authors' 10-step
+        ancestral DDPM (default), or the sampler a model ships with, e.g. DDIM with 5 steps, so that
+        training optimises the output users get (0 steps: one per noise level).
     """
 
     noise_weight: float = 10.0
@@ -41,10 +44,16 @@ class LossConfig:
     use_timestep_scale: bool = False
     ssim: bool = True
     unrolled_every: int = 1
+    unrolled_sampler: str = "ddpm"
+    unrolled_steps: int = 0
 
     def __post_init__(self):
         if self.unrolled_every < 0:
             raise ValueError(f"unrolled_every must be >= 0 (0 = never), got {self.unrolled_every}")
+        if self.unrolled_sampler not in SAMPLERS:
+            raise ValueError(f"unrolled_sampler must be one of {SAMPLERS}, got {self.unrolled_sampler!r}")
+        if self.unrolled_steps < 0:
+            raise ValueError(f"unrolled_steps must be >= 0 (0 = one per noise level), got {self.unrolled_steps}")
 
     def unrolled_at(self, step: int) -> bool:
         return self.unrolled_every > 0 and step % self.unrolled_every == 0
@@ -148,14 +157,19 @@ def sam_weight(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 
 def unrolled_sample(net, condition: torch.Tensor, guidance: torch.Tensor, draws: Sequence[torch.Tensor],
-                    schedule: Schedule = RELEASED_SCHEDULE) -> torch.Tensor:
-    """The full ancestral sampling of SPEC 4.3 *with* gradients. draws = [x_T, z_{T-1}, ..., z_1]."""
+                    schedule: Schedule = RELEASED_SCHEDULE, sampler: str = "ddpm", steps: int = 0) -> torch.Tensor:
+    """Sampling from x_T *with* gradients: by default the full ancestral sampling of SPEC 4.3.
+    draws = [x_T, z_{T-1}, ..., z_1]; DDIM uses x_T only, DDPM with fewer steps the first z's."""
     state = init_state(draws[0], schedule)
-    for z in [*draws[1:], None]:
+    z_left = list(draws[1:])
+    for t_next in timesteps(state.t, steps or state.t + 1)[1:]:
         gamma = torch.full((condition.shape[0], 1), schedule.gamma(state.t), dtype=torch.float32,
                            device=condition.device)
-        eps = net(torch.cat([condition, state.x], dim=1), gamma, guidance=guidance)
-        state = ddpm_step(state, eps.float(), schedule, z=z)
+        eps = net(torch.cat([condition, state.x], dim=1), gamma, guidance=guidance).float()
+        if sampler == "ddim":
+            state = ddim_step(state, eps, schedule, t_next)
+        else:
+            state = ddpm_step(state, eps, schedule, t_next, z=z_left.pop(0) if t_next >= 0 else None)
     return state.x
 
 
@@ -185,7 +199,8 @@ def compute_loss(net, batch: Mapping[str, torch.Tensor], draws: LossDraws, confi
     extras = {"x_recon": eps_hat.detach()}
     cmap = None
     if unrolled:
-        x_pred = unrolled_sample(net, cond, guidance, list(draws.sampler1.to(x0)), schedule)
+        x_pred = unrolled_sample(net, cond, guidance, list(draws.sampler1.to(x0)), schedule,
+                                 config.unrolled_sampler, config.unrolled_steps)
         extras["pred_x"] = x_pred.detach()
         if config.use_consistency_map:
             # A second, gradient-free run; the map is a constant weight (no gradient through x_pred:

@@ -15,7 +15,9 @@ Recipe (physically based, applied to the 8-bit sRGB photo, every range a `LowLig
    where `a` is the shot-noise gain and `b` the read-noise *variance*: `var(y) = a x + b`. The shot
    part is drawn as a true Poisson count, `a * Poisson(x / a)` (Brooks use its Gaussian
    approximation, same mean and variance), the read part as `N(0, b)`; then clipped to [0, 1]
-   (sensor black level and saturation). Noise is added per RGB pixel (no Bayer mosaic).
+   (sensor black level and saturation). Noise is added per RGB pixel, or with `bayer` on an RGGB
+   mosaic and spread by bilinear demosaicing: the spatially correlated, coloured grain of a real
+   camera's output (the clean signal itself is not re-interpolated, so the pair stays sharp).
 5. Back to sRGB with the exact OETF, then 8-bit quantisation (round half to even), as a camera's
    8-bit output is quantised. (Quantising *linear* values to 8 bits would posterise the shadows
    far beyond any real camera, so the quantisation happens on the encoded values.)
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from scipy.ndimage import convolve
 
 from .atomic import write_json_atomic
 from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic
@@ -89,6 +92,7 @@ class LowLightRecipe:
     read_scale: float = 1.0  # multiplies the std of the read part only (b -> s^2 b)
     srgb_gamma: tuple[float, float] | None = None  # darken as v**g in sRGB (no linear light, no exposure)
     jpeg_quality: tuple[int, int] | None = None  # JPEG-compress the low image at a quality drawn uniformly
+    bayer: bool = False  # noise drawn on an RGGB mosaic, then demosaiced (correlated chroma grain)
 
     def __post_init__(self) -> None:
         for name in ("exposure", "wb_gain", "shot_noise") + (("srgb_gamma",) if self.srgb_gamma else ()):
@@ -129,9 +133,11 @@ PRESETS: dict[str, LowLightRecipe] = {
     "lownoise": LowLightRecipe(noise_scale=0.1),
     "readnoise2x": LowLightRecipe(read_scale=2.0),
     "jpeg": LowLightRecipe(jpeg_quality=(50, 90)),
+    # a camera's own output: mosaic noise demosaiced, then its JPEG (real photos, issue 20 item 4)
+    "camera": LowLightRecipe(bayer=True, jpeg_quality=(60, 95)),
 }
 MIX_WEIGHTS: dict[str, float] = {"default": 0.35, "gamma": 0.1, "bright": 0.15, "lownoise": 0.15,
-                                 "readnoise2x": 0.1, "jpeg": 0.15}
+                                 "readnoise2x": 0.1, "jpeg": 0.15}  # the gen-2 mix (camera came later)
 PRESET_CHOICES = tuple(PRESETS) + ("mix",)
 
 
@@ -203,6 +209,41 @@ def add_sensor_noise(x: np.ndarray, params: LowLightParams, rng: np.random.Gener
     return np.clip(shot + math.sqrt(b) * rng.standard_normal(x.shape), 0.0, 1.0)
 
 
+def bayer_masks(height: int, width: int) -> np.ndarray:
+    """`[H,W,3]` bool: which colour each photosite of an RGGB mosaic records."""
+    yy, xx = np.mgrid[:height, :width]
+    r = (yy % 2 == 0) & (xx % 2 == 0)
+    b = (yy % 2 == 1) & (xx % 2 == 1)
+    return np.stack([r, ~(r | b), b], axis=-1)
+
+
+_BILINEAR = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]])
+
+
+def demosaic_bilinear(mosaic: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Bilinear demosaicing `[H,W]` -> `[H,W,3]`: for each colour, a normalised convolution of its
+    samples with the 3x3 tent (the mean of the nearest 2 or 4 samples where the colour is missing,
+    the sample itself where it was recorded)."""
+    out = np.empty(masks.shape, dtype=np.float64)
+    for c in range(3):
+        m = masks[..., c].astype(np.float64)
+        num = convolve(mosaic * m, _BILINEAR, mode="mirror")
+        den = convolve(m, _BILINEAR, mode="mirror")
+        out[..., c] = np.where(masks[..., c], mosaic, num / den)
+    return out
+
+
+def add_mosaic_noise(x: np.ndarray, params: LowLightParams, rng: np.random.Generator,
+                     poisson: bool = True) -> np.ndarray:
+    """Sensor noise as a Bayer camera makes it: drawn on the RGGB mosaic of linear `x` `[H,W,3]`,
+    then demosaiced, so it is correlated over 2-3 pixels and differs between colours. Only the
+    noise goes through the demosaicing; clipped to [0, 1]."""
+    masks = bayer_masks(*x.shape[:2])
+    mosaic = (x * masks).sum(axis=-1)
+    noisy = add_sensor_noise(mosaic, params, rng, poisson=poisson)
+    return np.clip(x + demosaic_bilinear(noisy - mosaic, masks), 0.0, 1.0)
+
+
 def apply_low_light(image_u8: np.ndarray, params: LowLightParams, rng: np.random.Generator,
                     recipe: LowLightRecipe = LowLightRecipe()) -> np.ndarray:
     """Darken one uint8 RGB image `[H,W,3]` with given parameters; `rng` draws the noise."""
@@ -212,7 +253,7 @@ def apply_low_light(image_u8: np.ndarray, params: LowLightParams, rng: np.random
     else:
         x = darken_linear(srgb_to_linear(image_u8 / 255.0), params)
     if recipe.noise:
-        x = add_sensor_noise(x, params, rng, poisson=recipe.poisson)
+        x = (add_mosaic_noise if recipe.bayer else add_sensor_noise)(x, params, rng, poisson=recipe.poisson)
     low = to_u8(linear_to_srgb(x))
     return low if params.jpeg_quality is None else jpeg_roundtrip(low, params.jpeg_quality)
 

@@ -281,9 +281,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 # -- validation --------------------------------------------------------------------------------------
 @torch.no_grad()
 def validation_scores(model: CUGDDenoiser, root: str | os.PathLike, names: list[str], *, prior_mode: str,
-                      constant_priors: bool = False, seed: int = 0, device=torch.device("cpu")) -> dict:
+                      constant_priors: bool = False, seed: int = 0, device=torch.device("cpu"),
+                      sampler: str = "ddpm", steps: int = 0) -> dict:
     """Mean PSNR/SSIM (with and without GT-mean, `evaluate.image_metrics`) of `model` on full-size pairs,
-    padded to x32 as at test time (SPEC 1.2), sampled with the 10-step DDPM sampler."""
+    padded to x32 as at test time (SPEC 1.2), sampled with `sampler` in `steps` steps (default: the
+    authors' 10-step DDPM; training validates with the sampler its unrolled loss runs through)."""
     model.eval()
     rows = []
     for name in names:
@@ -292,7 +294,8 @@ def validation_scores(model: CUGDDenoiser, root: str | os.PathLike, names: list[
         t = {k: v.unsqueeze(0).to(device) for k, v in to_tensors(a).items()}
         low = model_condition(model.config, t["low"])
         x = sample(model, pad_to_multiple(low), pad_to_multiple(t["low_edge"]),
-                   pad_to_multiple(t["low_semantic"]), steps=len(RELEASED_SCHEDULE), sampler="ddpm", seed=seed)
+                   pad_to_multiple(t["low_semantic"]), steps=steps or len(RELEASED_SCHEDULE), sampler=sampler,
+                   seed=seed)
         rows.append(image_metrics(to_uint8(crop(x, h, w).float()), a["high"]))
     return {k: float(np.mean([r[k] for r in rows])) for k in METRICS} | {"count": len(rows)}
 
@@ -453,7 +456,8 @@ class Trainer:
             return None
         cfg, step = self.cfg, self.global_step
         scores = validation_scores(self.ema, cfg.val_data, self.val_names, prior_mode=cfg.prior_mode,
-                                   constant_priors=cfg.constant_priors, seed=cfg.seed, device=self.d.device)
+                                   constant_priors=cfg.constant_priors, seed=cfg.seed, device=self.d.device,
+                                   sampler=self.loss_cfg.unrolled_sampler, steps=self.loss_cfg.unrolled_steps)
         self.log({"kind": "val", "step": step, **scores})
         self.last_val = {"step": step, **scores}
         if scores["psnr"] > self.best.get("psnr", -math.inf):

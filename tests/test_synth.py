@@ -11,6 +11,7 @@ from PIL import Image
 
 from cugd_core.commands import main
 from cugd_core.synth import (MIX_WEIGHTS, PRESETS, LowLightParams, LowLightRecipe, apply_low_light,
+                             bayer_masks, demosaic_bilinear,
                              jpeg_roundtrip, linear_to_srgb, list_photos, pair_rng, preset_of, sample_params,
                              srgb_to_linear, synth_folder, synthesize_pair)
 
@@ -251,3 +252,30 @@ def test_mix_preset_draws_one_preset_per_image_and_records_it(photo_dir, tmp_pat
     assert {preset_of(f"{i}.png", "mix", 0) for i in range(60)} == set(MIX_WEIGHTS)
     with pytest.raises(ValueError, match="unknown preset"):
         synth_folder([photo_dir], tmp_path / "c", preset="nope", progress=False)
+
+
+def test_camera_preset_grain_is_mosaic_noise_demosaiced():
+    img = _photos()["coffee.jpg"]
+    masks = bayer_masks(4, 6)
+    assert masks.sum(-1).tolist() == [[1] * 6] * 4  # one colour per photosite
+    assert masks[0, 0, 0] and masks[0, 1, 1] and masks[1, 0, 1] and masks[1, 1, 2]  # RGGB
+    # bilinear demosaicing keeps recorded samples and fills each colour with its neighbours' mean
+    mosaic = np.arange(24, dtype=float).reshape(4, 6)
+    rgb = demosaic_bilinear(mosaic, masks)
+    assert np.array_equal(rgb[masks], np.broadcast_to(mosaic[..., None], masks.shape)[masks])
+    assert rgb[1, 1, 0] == np.mean([mosaic[0, 0], mosaic[0, 2], mosaic[2, 0], mosaic[2, 2]])  # R at a B site
+    assert rgb[1, 1, 1] == np.mean([mosaic[0, 1], mosaic[2, 1], mosaic[1, 0], mosaic[1, 2]])  # G at a B site
+    # the same draws without JPEG: the noise is the clean darkening plus spatially correlated grain
+    recipe = dataclasses.replace(PRESETS["camera"], jpeg_quality=None)
+    p = sample_params(pair_rng(3, "coffee.png"), recipe)
+    clean = srgb_to_linear(apply_low_light(img, p, None, LowLightRecipe(noise=False)) / 255.0)
+    lows = {"pixel": apply_low_light(img, p, np.random.default_rng(1), LowLightRecipe()),
+            "bayer": apply_low_light(img, p, np.random.default_rng(1), recipe)}
+
+    def neighbour_correlation(low):  # of the noise, between horizontally adjacent pixels
+        n = srgb_to_linear(low / 255.0) - clean
+        return np.corrcoef(n[:, :-1].ravel(), n[:, 1:].ravel())[0, 1]
+
+    corr = {k: neighbour_correlation(v) for k, v in lows.items()}
+    assert abs(corr["pixel"]) < 0.1 and corr["bayer"] > 0.3, corr
+    assert PRESETS["camera"].jpeg_quality == (60, 95)

@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 from ..devices import pick_device
 from ..losses import LossConfig
+from ..samplers import SAMPLERS
 from ..train import DEFAULT_MODEL, TrainConfig, export_model, train
 from ..train import __doc__ as TRAIN_DOC
 from . import options
@@ -56,7 +57,11 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--timestep-scale", action="store_true", help="authors' use_noise_loss_timestep_scale")
     g.add_argument("--no-ssim", action="store_true")
     g.add_argument("--unrolled-every", type=int, default=lc.unrolled_every,
-                   help="photometric term (10 extra net calls) every k steps; 0 = never")
+                   help="photometric term (one extra net call per sampling step) every k steps; 0 = never")
+    g.add_argument("--unrolled-sampler", choices=SAMPLERS, default=lc.unrolled_sampler,
+                   help="the sampling the photometric term (and validation) runs through")
+    g.add_argument("--unrolled-steps", type=int, default=lc.unrolled_steps,
+                   help="its number of steps (0: one per noise level)")
     g = p.add_argument_group("validation, checkpoints, logs")
     g.add_argument("--val-data", metavar="DIR", help="paired validation folder")
     g.add_argument("--val-count", type=int, default=8, help="first N pairs of --val-data")
@@ -83,7 +88,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     loss = dataclasses.asdict(LossConfig(noise_weight=a.noise_weight, photo_weight=a.photo_weight,
                                          use_consistency_map=a.consistency_map, use_sam_weight=not a.no_sam_weight,
                                          use_timestep_scale=a.timestep_scale, ssim=not a.no_ssim,
-                                         unrolled_every=a.unrolled_every))
+                                         unrolled_every=a.unrolled_every, unrolled_sampler=a.unrolled_sampler,
+                                         unrolled_steps=a.unrolled_steps))
     return TrainConfig(data=a.data, out=a.out, steps=a.steps, batch_size=a.batch_size, crop=a.crop, lr=a.lr,
                        lr_decay_start=a.lr_decay_start, lr_min=a.lr_min,
                        ema_decay=a.ema_decay, seed=a.seed, prior_mode=a.prior_mode, constant_priors=a.no_priors,
