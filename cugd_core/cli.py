@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from .devices import pick_device
+from .devices import for_inference, pick_device
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = Path(os.environ.get("CUGD_MODELS", REPO / "models"))
@@ -71,7 +71,7 @@ def load_model(name: str | None, device: str):
     from .weights import load_denoiser
 
     model = load_denoiser(resolve_model(name))
-    return model.to(pick_device(device)).eval()
+    return for_inference(model.to(pick_device(device)))
 
 
 def load_sam_model(name: str | None, device: str):

@@ -235,7 +235,7 @@ def load_model(source, config=None, *, name: str, device: str = "auto", dtype: s
     """`cugd_core.weights.load_denoiser` + ComfyUI's device/dtype choice -> the CUGD_MODEL payload."""
     denoiser = core("weights").load_denoiser(source, config)
     load_device = compute_device(device)
-    denoiser = denoiser.eval().requires_grad_(False)
+    denoiser = core("devices").for_inference(denoiser.requires_grad_(False))
     model = LoadedModel(denoiser, name, load_device, offload_device(), pick_precision(dtype, load_device), keep_loaded)
     if keep_loaded:
         denoiser.to(load_device)
