@@ -43,6 +43,7 @@ import numpy as np
 from . import atomic
 from .baselines import BASELINES, get_baseline
 from .choices import check_choice
+from .devices import for_inference
 from .enhance import enhance, load_prior_files
 from .imageops import IMAGE_EXTENSIONS, load_image, save_png_atomic
 from .layout import KINDS, list_pairs, prior_path
@@ -284,7 +285,7 @@ class ModelPredictor:
 
     def __init__(self, model: str, pairs_dir: str | os.PathLike | None = None, *, constant_priors: bool = False,
                  **enhance_kwargs):
-        self.denoiser, self.kwargs = load_denoiser(model), enhance_kwargs
+        self.denoiser, self.kwargs = for_inference(load_denoiser(model)), enhance_kwargs
         self.pairs_dir, self.constant_priors = pairs_dir, constant_priors
         self.cached = 0  # images whose priors came from the cache
 

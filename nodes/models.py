@@ -15,6 +15,7 @@ import torch
 
 from cugd_core import precision, weights
 from cugd_core.choices import AUTO
+from cugd_core.devices import for_inference
 from cugd_core.layout import DEFAULT_MODEL_PATH
 from cugd_core.priors import load_sam as core_load_sam
 
@@ -85,7 +86,7 @@ class LoadedModel:
 def load_model(source, config=None, *, name: str, device: str = AUTO, dtype: str = AUTO,
                keep_loaded: bool = True) -> LoadedModel:
     """`cugd_core.weights.load_denoiser` + ComfyUI's device/dtype choice -> the CUGD_MODEL payload."""
-    denoiser = weights.load_denoiser(source, config).eval().requires_grad_(False)
+    denoiser = for_inference(weights.load_denoiser(source, config).requires_grad_(False))
     load_device = compute_device(device)
     model = LoadedModel(denoiser, name, load_device, offload_device(), pick_precision(dtype, load_device), keep_loaded)
     if keep_loaded:

@@ -92,3 +92,21 @@ def test_input_size_must_be_padded():
     x = torch.zeros(1, 6, 30, 45)
     with pytest.raises(ValueError, match="pad"):
         net(x, torch.ones(1, 1), torch.zeros(1, 3, 30, 45), torch.zeros(1, 3, 30, 45))
+
+
+def test_for_inference_keeps_the_numbers_and_uses_channels_last():
+    """CPU inference runs with channels-last weights (faster oneDNN convolutions); outputs match the
+    contiguous model up to float rounding, and contiguous inputs are fine."""
+    from cugd_core.devices import for_inference
+    torch.manual_seed(0)
+    net = CUGDDenoiser(CUGDConfig(inner_channel=32, channel_multiplier=(1, 1, 1), res_blocks=1, norm_groups=16,
+                                  image_size=32, attn_res=(8,))).train()
+    x, g = torch.randn(1, 6, 32, 48), torch.full((1, 1), 0.3)
+    e = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        ref = net.eval()(x, g, guidance=net.cuie(e, e))
+        assert for_inference(net.train()) is net and not net.training
+        conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        out = net(x, g, guidance=net.cuie(e, e))
+    assert torch.allclose(out, ref, atol=1e-4)

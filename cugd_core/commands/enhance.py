@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..atomic import check_writable_dir
-from ..devices import pick_device
+from ..devices import for_inference, pick_device
 from ..hub import is_hub_ref
 from ..imageops import IMAGE_EXTENSIONS
 from ..layout import DEFAULT_MODEL, models_dir
@@ -40,7 +40,7 @@ def resolve_model(name: str | None) -> str:
 
 
 def load_model(name: str | None, device: str):
-    return load_denoiser(resolve_model(name)).to(pick_device(device)).eval()
+    return for_inference(load_denoiser(resolve_model(name)).to(pick_device(device)))
 
 
 def load_sam_model(name: str | None, device: str):
