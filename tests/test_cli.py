@@ -62,6 +62,7 @@ def test_enhance_folder_end_to_end_with_summary_and_resume(tmp_path, tiny_model,
 
 
 def test_precision_flag_runs_the_enhance_path_in_bf16(tmp_path, tiny_model, capsys):
+    from cugd_core.devices import for_inference
     from cugd_core.enhance import enhance
     from cugd_core.weights import load_denoiser
 
@@ -71,8 +72,8 @@ def test_precision_flag_runs_the_enhance_path_in_bf16(tmp_path, tiny_model, caps
     assert commands.main(["enhance", *args, "-o", str(tmp_path / "fp32")]) == 0
     got = load_image(tmp_path / "bf16" / "img0.png")
     pr = tuple(load_image(priors / f"img0_{k}.png") for k in ("edge", "semantic"))
-    want = enhance(load_image(src / "img0.png").copy(), load_denoiser(str(tiny_model)), priors=pr, steps=2,
-                   precision="bf16")
+    want = enhance(load_image(src / "img0.png").copy(), for_inference(load_denoiser(str(tiny_model))), priors=pr,
+                   steps=2, precision="bf16")  # the CLI's model is channels-last on the CPU (for_inference)
     np.testing.assert_array_equal(got, want)  # the CLI passes --precision through to enhance
     assert not np.array_equal(got, load_image(tmp_path / "fp32" / "img0.png"))
     with pytest.raises(ValueError, match="precision"):
