@@ -91,8 +91,9 @@ def plan_tiles(height: int, width: int, tile: int | None, overlap: int = DEFAULT
     """Plan tiles over a padded `height x width` image (both multiples of `multiple`).
 
     `tile=None` (or a tile at least as large as the image) gives one tile = the whole image.
-    Tile sides are multiples of `multiple`; starts are aligned to it so the CUIE pooling grid and
-    the noise field line up across tiles. Each pair of neighbours overlaps by at least `overlap`.
+    Tile sides are multiples of `multiple`, at most `tile`, the same along each axis (`_axis_plan`);
+    starts are aligned to `multiple` so the CUIE pooling grid and the noise field line up across
+    tiles. Each pair of neighbours overlaps by at least `overlap`.
     """
     if height % multiple or width % multiple:
         raise ValueError(f"pad the image to a multiple of {multiple} before planning tiles, got {height}x{width}")
@@ -104,10 +105,21 @@ def plan_tiles(height: int, width: int, tile: int | None, overlap: int = DEFAULT
     overlap = int(overlap)
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in [0, tile) = [0, {tile}), got {overlap}")
-    ys = _axis_starts(height, tile, overlap, multiple)
-    xs = _axis_starts(width, tile, overlap, multiple)
-    tiles = tuple(Tile(y, x, min(tile, height), min(tile, width)) for y in ys for x in xs)
+    (th, ys), (tw, xs) = (_axis_plan(size, tile, overlap, multiple) for size in (height, width))
+    tiles = tuple(Tile(y, x, th, tw) for y in ys for x in xs)
     return TilePlan(height, width, tile, overlap, tiles)
+
+
+def _axis_plan(size: int, tile: int, overlap: int, multiple: int) -> tuple[int, list[int]]:
+    """(side, starts) along one axis: the side is at most `tile`, shrunk when fewer pixels cover
+    the axis with the same number of tiles (3 tiles of 864 instead of 4 of 1024 over 2400 px), so the
+    work grows with the image, not with the rounding of its size to whole tiles."""
+    if size <= tile:
+        return size, [0]
+    n = math.ceil((size - overlap) / (tile - overlap))
+    snug = min(tile, -(-(size + (n - 1) * overlap) // (n * multiple)) * multiple)
+    plans = [(side, _axis_starts(size, side, overlap, multiple)) for side in {snug, tile} if side > overlap]
+    return min(plans, key=lambda p: (len(p[1]) * p[0], len(p[1])))
 
 
 def _ramp(n: int) -> np.ndarray:

@@ -49,7 +49,7 @@ def test_plan_covers_image_with_aligned_overlapping_tiles(h, w, tile, overlap):
     plan = tiling.plan_tiles(h, w, tile, overlap, multiple=32)
     cover = np.zeros((h, w), int)
     for t in plan.tiles:
-        assert t.h == min(plan.tile, h) and t.w == min(plan.tile, w)
+        assert (t.h, t.w) == (plan.tiles[0].h, plan.tiles[0].w) and t.h <= min(plan.tile, h) and t.w <= min(plan.tile, w)
         assert t.h % 32 == 0 and t.w % 32 == 0 and t.y % 32 == 0 and t.x % 32 == 0
         assert t.y + t.h <= h and t.x + t.w <= w
         cover[t.y:t.y + t.h, t.x:t.x + t.w] += 1
@@ -58,6 +58,19 @@ def test_plan_covers_image_with_aligned_overlapping_tiles(h, w, tile, overlap):
         starts = sorted({getattr(t, axis) for t in plan.tiles})
         size = plan.tiles[0].h if axis == "y" else plan.tiles[0].w
         assert all(b - a <= size - overlap for a, b in zip(starts, starts[1:])), "neighbours overlap too little"
+
+
+def test_tiles_shrink_to_fit_the_image_instead_of_overlapping_more():
+    """2400x1600 with tiles of at most 832: 2x4 tiles of 832x672 (1.17x the pixels), not 8 squares
+    of 832 (1.44x): the work of a tiled run grows with the image."""
+    plan = tiling.plan_tiles(1600, 2400, 832, 64)
+    area = sum(t.h * t.w for t in plan.tiles)
+    assert len(plan) == 8 and (plan.tiles[0].h, plan.tiles[0].w) == (832, 672), plan.tiles[0]
+    assert area / (1600 * 2400) < 1.17
+    for size, tile in ((2400, 832), (1600, 832), (608, 128), (2016, 256), (96, 64)):
+        side, starts = tiling._axis_plan(size, tile, 64 if tile > 64 else 16, 32)
+        old = tiling._axis_starts(size, tile, 64 if tile > 64 else 16, 32)
+        assert side <= tile and len(starts) * side <= len(old) * tile  # never more work than square tiles
 
 
 def test_whole_image_plan_and_invalid_arguments():
