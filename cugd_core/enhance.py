@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from . import session, tiling
 from .choices import check_choice
+from .exposure_control import ExposureControl, references_for
 from .imageops import as_rgb_u8, load_image, prior_to_tensor, to_model_range, to_uint8
 from .precision import PRECISIONS, autocast
 from .priors import PRIOR_MODES, extract_priors, load_sam
@@ -89,7 +90,8 @@ def _check_steps(steps: int, sampler: str, schedule: Schedule) -> None:
 def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic: torch.Tensor, *,
                    steps: int = 10, sampler: str = AUTO, seed: int = 0, schedule: Schedule | None = None,
                    tile=None, overlap: int = tiling.DEFAULT_OVERLAP, precision: str = "fp32",
-                   callback: Progress | None = None, interrupt: Interrupt | None = None) -> torch.Tensor:
+                   callback: Progress | None = None, interrupt: Interrupt | None = None,
+                   exposure: ExposureControl | None = None) -> torch.Tensor:
     """Enhance a batch of same-size images.
 
     Args:
@@ -101,6 +103,7 @@ def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic:
         precision: "fp32" (exact) or "bf16" (`precision.autocast`: weights stay float32; faster on
             CPUs with AVX-512 BF16/AMX and on GPUs). The sampler state stays float32 either way.
         callback(done, total): after each tile of each step. interrupt(): before each tile; may raise.
+        exposure: the output's exposure (`exposure_control.ExposureControl`; default: the model's own).
     Returns:
         `[B,3,H,W]` float32 in [-1,1] (clamped, cropped), on the condition's device.
     """
@@ -118,7 +121,7 @@ def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic:
     device = next(model.parameters()).device
     # float32 on the model's device for the sampler state; the tiles are cast to the model's dtype
     traj = session.start(model, condition.to(device, torch.float32), edge, semantic, seed=seed, schedule=schedule,
-                         tile=tile, overlap=overlap)
+                         tile=tile, overlap=overlap, exposure=exposure)
     with autocast(precision, device.type):
         traj = session.advance(model, traj, sampler, session.plan_from_steps(steps, schedule=schedule),
                                callback=callback, interrupt=interrupt)
@@ -154,7 +157,8 @@ def default_sam(device=None):
 def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: str = AUTO, seed: int = 0,
             tile=None, overlap: int = tiling.DEFAULT_OVERLAP, prior_mode: str = "fast", device=None,
             dtype=None, precision: str = "fp32", schedule: Schedule | None = None,
-            callback: Progress | None = None, interrupt: Interrupt | None = None):
+            callback: Progress | None = None, interrupt: Interrupt | None = None, exposure: float = 0.0,
+            reference=None):
     """Enhance dark photo(s) with a CUGD model steered by SAM priors.
 
     Args:
@@ -169,6 +173,9 @@ def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: st
             0/"auto" (from free memory).
         callback(done, total): progress over all images, steps and tiles. interrupt(): called
             between steps and tiles; whatever it raises propagates (nothing is returned).
+        exposure: stops (EV) brighter or darker than `reference` (0 = the model's own choice).
+        reference: mean linear luminance to match (`exposure_control.reference_luminance` of an image): a
+            number for all images, one per image, or None (the model's own brightness).
     Returns:
         uint8 `[H,W,3]` for one image, else a list of them.
     """
@@ -179,6 +186,7 @@ def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: st
         prior_list = [priors] if single else list(priors)
         if len(prior_list) != len(images):
             raise ValueError(f"{len(prior_list)} prior pairs for {len(images)} images")
+    references = references_for(reference, len(images))
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     model_device = next(model.parameters()).device
@@ -213,7 +221,9 @@ def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: st
         out = enhance_tensor(model, torch.cat([to_model_range(images[i]) for i in idx]),
                              torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]),
                              steps=steps, sampler=sampler, seed=seed, schedule=schedule, tile=tiles[hw],
-                             overlap=overlap, precision=precision, callback=cb, interrupt=interrupt)
+                             overlap=overlap, precision=precision, callback=cb, interrupt=interrupt,
+                             exposure=ExposureControl(float(exposure), None if references is None
+                                                      else torch.tensor([references[i] for i in idx])))
         for j, i in enumerate(idx):
             results[i] = to_uint8(out[j])
         grand += last[1] - units[hw]  # an out-of-memory re-plan changes a group's unit count

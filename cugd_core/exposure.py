@@ -6,6 +6,9 @@ with `cond_exposure > 0` get their condition scaled, before the network, so that
 mean is `cond_exposure`: the network starts from a normal exposure and only has to denoise,
 restore colour and settle the tone. The gain is computed on the whole image (never per tile or
 crop), so training crops, tiles and the whole image see the same brightness.
+
+This is part of the model (its card fixes it). The user's exposure choice (EV, brightness
+reference) acts on the output instead: `exposure_control.py`.
 """
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from . import tiling
 from .atomic import remove_stale_temps
 from .choices import check_choice
 from .enhance import compute_priors, enhance_tensor, load_prior_files, side_by_side
+from .exposure_control import ExposureControl
 from .imageops import IMAGE_EXTENSIONS, PNG_TEMP_SUFFIX, load_image, save_png_atomic, to_model_range, to_uint8
 from .layout import KINDS, prior_file
 from .precision import PRECISIONS
@@ -142,6 +143,13 @@ def check_outputs_apart(inputs: Sequence[str | Path], out_dir: str | Path, jobs:
                                  "write the outputs to another folder with -o")
 
 
+def remove_stale_outputs(jobs: Iterable[Job]) -> None:
+    """Remove the temp files a killed earlier run (or rank) left of exactly these jobs' outputs."""
+    for job in jobs:
+        for target in job.outputs():
+            remove_stale_temps(target, PNG_TEMP_SUFFIX)
+
+
 # -- running -----------------------------------------------------------------------------------------
 class _Interrupted(Exception):
     """Wraps whatever the user's interrupt() raised, so it is never counted as a failed image."""
@@ -167,18 +175,21 @@ class FolderRunner:
     Args:
         model: `CUGDDenoiser` on its device. sam: from `priors.load_sam` (None: every job must
             carry precomputed priors). The sampling options are `enhance_tensor`'s.
+        exposure, reference: the output's exposure in EV over a mean luminance (None: the model's own).
         pipelined: overlap decoding, priors, sampling and writing (False: one image at a time).
     """
 
     def __init__(self, model, sam=None, *, steps: int = 10, sampler: str = AUTO, seed: int = 0, tile=None,
                  overlap: int = tiling.DEFAULT_OVERLAP, precision: str = "fp32", prior_mode: str = "fast",
-                 overwrite: bool = False,
+                 overwrite: bool = False, exposure: float = 0.0, reference: float | None = None,
                  pipelined: bool = True, progress: bool = True, interrupt: Callable[[], None] | None = None,
                  log: Callable[[str], None] | None = None):
         check_choice("prior_mode", prior_mode, PRIOR_MODES)
         check_choice("precision", precision, PRECISIONS)
         self.model, self.sam = model, sam
-        self.sample_kw = dict(steps=steps, sampler=sampler, seed=seed, tile=tile, overlap=overlap, precision=precision)
+        self.sample_kw = dict(steps=steps, sampler=sampler, seed=seed, tile=tile, overlap=overlap, precision=precision,
+                              exposure=ExposureControl(float(exposure), None if reference is None
+                                                       else torch.tensor([float(reference)])))
         self.prior_mode, self.overwrite, self.pipelined = prior_mode, overwrite, pipelined
         self.progress, self.user_interrupt = progress, interrupt
         self.log = log or (lambda s: print(s, file=sys.stderr))
@@ -253,9 +264,7 @@ class FolderRunner:
         report = Report()
         todo = [j for j in jobs if self.overwrite or not j.done()]
         report.skipped = len(jobs) - len(todo)
-        for job in todo:  # a killed earlier run may have left temp files of exactly these outputs
-            for target in job.outputs():
-                remove_stale_temps(target, PNG_TEMP_SUFFIX)
+        remove_stale_outputs(todo)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), unit="img", disable=not self.progress or not todo, file=sys.stderr,

@@ -21,6 +21,7 @@ import torch
 from . import tiling
 from .choices import AUTO
 from .exposure import model_condition
+from .exposure_control import ExposureControl
 from .imageops import crop, pad_to_multiple
 from .samplers import SamplerState, init_state, make_generators, randn, resolve_sampler, run, timesteps
 from .schedule import RELEASED_SCHEDULE, Schedule
@@ -137,7 +138,8 @@ class Trajectory:
     edge, semantic: their padded priors `[B,3,Hp,Wp]` in [0,1] (tiles encode their own CUIE
     guidance from them); guidance: CUIE of the whole padded priors `[B,C2,Hp/4,Wp/4]`, or None
     (computed when needed); hw: the size before padding; generators: per-image generators of the
-    step noise; tile: tile side (None = whole image), overlap in pixels; history: the parts run so far.
+    step noise; tile: tile side (None = whole image), overlap in pixels; history: the parts run so far;
+    exposure: the user's exposure choice, applied to `image()` (`exposure_control.ExposureControl`).
     """
 
     state: SamplerState
@@ -151,14 +153,15 @@ class Trajectory:
     tile: int | None = None
     overlap: int = tiling.DEFAULT_OVERLAP
     history: tuple[str, ...] = ()
+    exposure: ExposureControl = ExposureControl()
 
     @property
     def steps_left(self) -> int:
         return int(self.state.t) + 1
 
     def image(self) -> torch.Tensor:
-        """Best current estimate of the clean images, cropped: `[B,3,H,W]` in [-1,1]."""
-        return crop(self.state.image(), *self.hw)
+        """Best current estimate of the clean images, cropped, at the chosen exposure: `[B,3,H,W]` in [-1,1]."""
+        return self.exposure.apply(crop(self.state.image(), *self.hw))
 
 
 def _batch_of(t: torch.Tensor, batch: int, what: str) -> torch.Tensor:
@@ -173,7 +176,7 @@ def _batch_of(t: torch.Tensor, batch: int, what: str) -> torch.Tensor:
 def start(model, condition: torch.Tensor, edge: torch.Tensor, semantic: torch.Tensor, *, seed: int = 0,
           t_start: int | None = None, schedule: Schedule = RELEASED_SCHEDULE, guidance: torch.Tensor | None = None,
           tile=None, overlap: int = tiling.DEFAULT_OVERLAP, dtype: torch.dtype | None = None, device=None,
-          generator_device=None) -> Trajectory:
+          generator_device=None, exposure: ExposureControl | None = None) -> Trajectory:
     """A trajectory from pure noise at step `t_start` (default: the schedule's last).
 
     condition: unpadded dark images `[B,3,H,W]` in [-1,1]; the trajectory lives on its device.
@@ -181,7 +184,8 @@ def start(model, condition: torch.Tensor, edge: torch.Tensor, semantic: torch.Te
     priors (`encode_guidance`), reused while one tile covers the image.
     tile: as `resolve_tile`; "auto" sizes it from the free memory of `device` (default: the
     model's) at `dtype`. generator_device: where the per-image generators draw (default: the
-    condition's device; the CPU gives the same noise on every device).
+    condition's device; the CPU gives the same noise on every device). exposure: applied to the
+    output (`exposure_control.ExposureControl`; default: the model's own brightness).
     """
     b, _, h, w = condition.shape
     multiple = pad_multiple(model)
@@ -196,7 +200,8 @@ def start(model, condition: torch.Tensor, edge: torch.Tensor, semantic: torch.Te
     tile = resolve_tile(tile, model, hp, wp, b, device, dtype)
     generators = make_generators(seed, b, cond.device if generator_device is None else generator_device)
     state = init_state(randn(cond.shape, generators, cond.device), schedule, t_start=t_start)
-    return Trajectory(state, cond, edge, semantic, (int(h), int(w)), schedule, generators, guidance, tile, overlap)
+    return Trajectory(state, cond, edge, semantic, (int(h), int(w)), schedule, generators, guidance, tile, overlap,
+                      exposure=exposure or ExposureControl())
 
 
 @torch.no_grad()

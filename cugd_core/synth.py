@@ -290,6 +290,26 @@ def pair_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), *words])))
 
 
+def synthetic_clip(photo_u8: np.ndarray, frames: int, size: tuple[int, int], *, pan: int = 2, seed: int = 0,
+                   recipe: LowLightRecipe = LowLightRecipe()) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A dark video clip from a still photo: a slow horizontal pan, one exposure, fresh noise per frame.
+
+    Frame t is the `size` (h, w) window of `photo_u8` at column `t * pan` (so frame t+1 equals frame t
+    moved left by `pan` pixels). Exposure and white balance are drawn once from (seed, "clip"),
+    the sensor noise of each frame from (seed, "frame<t>"). Returns (dark frames, clean frames),
+    uint8 `[h,w,3]` each.
+    """
+    photo_u8 = _check_rgb_u8(photo_u8)
+    h, w = size
+    if photo_u8.shape[0] < h or photo_u8.shape[1] < w + (frames - 1) * pan:
+        raise ValueError(f"a {frames}-frame pan of {pan} px with {w}x{h} frames needs a photo of at least "
+                         f"{w + (frames - 1) * pan}x{h}, got {photo_u8.shape[1]}x{photo_u8.shape[0]}")
+    params = sample_params(pair_rng(seed, "clip"), recipe)
+    clean = [np.ascontiguousarray(photo_u8[:h, t * pan:t * pan + w]) for t in range(frames)]
+    dark = [apply_low_light(c, params, pair_rng(seed, f"frame{t}"), recipe) for t, c in enumerate(clean)]
+    return dark, clean
+
+
 def shrink_to_max_side(image_u8: np.ndarray, max_side: int | None) -> np.ndarray:
     """Downscale (Lanczos, never up) so that max(H, W) <= max_side; `None`/0 keeps the size."""
     h, w = image_u8.shape[:2]

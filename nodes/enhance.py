@@ -8,11 +8,12 @@ from cugd_core.enhance import enhance
 from cugd_core.priors import PRIOR_MODES
 from cugd_core.samplers import SAMPLER_CHOICES
 from cugd_core.session import tile_setting
+from cugd_core.temporal import enhance_sequence
 
 from . import comfy_bridge as bridge
 from .models import default_model, default_sam
 from .types import CATEGORY, CUGDModel, SAMModel
-from .widgets import prior_mode_input, sampler_input, tile_inputs
+from .widgets import exposure_inputs, prior_mode_input, reference_of, sampler_input, tile_inputs
 
 
 class CUGDEnhance(io.ComfyNode):
@@ -35,6 +36,7 @@ class CUGDEnhance(io.ComfyNode):
                 prior_mode_input("prior_mode", "fast = a few seconds per image; exact = the authors' SAM settings "
                                                "(24x24 points), several times slower on a CPU."),
                 *tile_inputs(),
+                *exposure_inputs(),
                 CUGDModel.Input("model", optional=True,
                                 tooltip="Optional CUGD model (CUGD Model Loader); default: the model shipped with the pack."),
                 SAMModel.Input("sam", optional=True,
@@ -50,17 +52,19 @@ class CUGDEnhance(io.ComfyNode):
         return ok if ok is not True else bridge.check_choice(prior_mode, PRIOR_MODES, "prior_mode")
 
     @classmethod
-    def execute(cls, image, seed, steps, sampler, prior_mode, tile_size=0, tile_overlap=64,
-                model=None, sam=None) -> io.NodeOutput:
+    def execute(cls, image, seed, steps, sampler, prior_mode, tile_size=0, tile_overlap=64, exposure=0.0,
+                temporal=False, model=None, sam=None, brightness_reference=None) -> io.NodeOutput:
+        # frames: one noise field, priors smoothed over neighbours, steady brightness (cugd_core.temporal)
+        run = enhance_sequence if temporal else enhance
         images = imageops.bhwc_to_u8(image)
         model = model if model is not None else default_model()
         progress = bridge.Progress(steps)  # the pipeline reports (done, total) over steps x tiles
         sam = default_sam() if sam is None else sam
         tile = tile_setting(tile_size, "tile_size")
         with model.active() as net:
-            out = enhance(images, net, sam, steps=steps, sampler=sampler, seed=seed, tile=tile,
-                          overlap=tile_overlap, prior_mode=prior_mode, callback=progress,
-                          interrupt=bridge.check_interrupt)
+            out = run(images, net, sam, steps=steps, sampler=sampler, seed=seed, tile=tile, overlap=tile_overlap,
+                      prior_mode=prior_mode, callback=progress, interrupt=bridge.check_interrupt,
+                      exposure=float(exposure), reference=reference_of(brightness_reference))
         return io.NodeOutput(bridge.u8_to_image(out))
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from cugd_core import imageops, session
+from cugd_core.exposure_control import ExposureControl
 from cugd_core.samplers import SAMPLER_CHOICES
+from cugd_core.temporal import smooth_priors, temporal_sampler
 
 from . import comfy_bridge as bridge
 from .types import CATEGORY, CUGDGuidance, CUGDModel, CUGDState, SamplingState
-from .widgets import sampler_input, tile_inputs
+from .widgets import exposure_inputs, reference_of, sampler_input, tile_inputs
 
 
 def _outputs():
@@ -55,6 +57,7 @@ class CUGDSampler(io.ComfyNode):
                              tooltip="Stop after this step (values >= steps run to the end); the state output "
                                      "can be continued with CUGD DDIM Steps."),
                 *tile_inputs(),
+                *exposure_inputs(),
             ],
             outputs=_outputs(),
         )
@@ -73,17 +76,22 @@ class CUGDSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, image, guidance, seed, steps, sampler, start_step=0, end_step=1000,
-                tile_size=0, tile_overlap=64) -> io.NodeOutput:
+                tile_size=0, tile_overlap=64, exposure=0.0, temporal=False, brightness_reference=None) -> io.NodeOutput:
         image = imageops.check_bhwc(image)
         session.check_guidance(image.shape[1:3], int(image.shape[0]), guidance.hw, guidance.batch,
                                same_model=guidance.model_id == id(model.denoiser))
         session.check_min_steps(model.denoiser, steps)
         plan = session.plan_from_steps(steps, start_step, end_step)  # the released schedule
-        trajectory = session.start(model.denoiser, imageops.bhwc_to_model(image), guidance.priors.edge,
-                                   guidance.priors.semantic, guidance=guidance.guidance, seed=seed, t_start=plan[0],
-                                   tile=session.tile_setting(tile_size, "tile_size"), overlap=tile_overlap,
-                                   dtype=model.dtype, device=model.load_device,
-                                   generator_device="cpu")  # the CPU: the same noise on every device
+        edge, semantic, cuie = guidance.priors.edge, guidance.priors.semantic, guidance.guidance
+        if temporal:  # frames: priors averaged over neighbours (their CUIE is then encoded anew), no step noise
+            edge, semantic, cuie = smooth_priors(edge), smooth_priors(semantic), None
+            sampler = temporal_sampler(sampler)
+        control = ExposureControl(float(exposure), reference_of(brightness_reference), steady=bool(temporal))
+        trajectory = session.start(model.denoiser, imageops.bhwc_to_model(image), edge, semantic, guidance=cuie,
+                                   seed=seed, t_start=plan[0], tile=session.tile_setting(tile_size, "tile_size"),
+                                   overlap=tile_overlap, dtype=model.dtype, device=model.load_device,
+                                   generator_device="cpu",  # the CPU: the same noise on every device
+                                   exposure=control)
         return _advance(model, trajectory, sampler, plan)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from cugd_core import imageops
 from cugd_core.choices import AUTO
+from cugd_core.exposure_control import reference_luminance
 from cugd_core.priors import PRIOR_MODES
 from cugd_core.samplers import SAMPLER_CHOICES
 from cugd_core.tiling import DEFAULT_OVERLAP, MIN_TILE
@@ -30,3 +32,28 @@ def tile_inputs() -> list:
         io.Int.Input("tile_overlap", default=DEFAULT_OVERLAP, min=0, max=1024, step=8,
                      tooltip="Overlap of neighbouring tiles in pixels (feathered blending)."),
     ]
+
+
+def exposure_inputs() -> list:
+    """exposure, temporal and the optional brightness_reference of the Sampler and Enhance nodes."""
+    return [
+        # optional widgets: prompts saved before these inputs existed still validate
+        io.Float.Input("exposure", default=0.0, min=-4.0, max=4.0, step=0.1, optional=True,
+                       tooltip="Stops brighter (+) or darker (-) than the model's own choice (or than the "
+                               "brightness reference): a highlight-preserving curve in linear light, no "
+                               "clipping, no hue shift. 0 = the model's choice."),
+        io.Boolean.Input("temporal", default=False, optional=True,
+                         tooltip="The batch is a sequence of video frames: the same noise for every frame "
+                                 "(sampler auto = DDPM), priors averaged over neighbouring frames, brightness "
+                                 "held to a running reference, so the frames do not flicker."),
+        io.Image.Input("brightness_reference", optional=True,
+                       tooltip="Optional: match the mean luminance of this image (one, or one per image), "
+                               "e.g. the first frame or a well-exposed photo of the same scene."),
+    ]
+
+
+def reference_of(image):
+    """The brightness_reference input's value -> mean luminances `[B]`, or None when not connected."""
+    if image is None:
+        return None
+    return reference_luminance(imageops.bhwc_to_model(imageops.check_bhwc(image, "brightness_reference")))

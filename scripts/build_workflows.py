@@ -30,6 +30,7 @@ DEFAULT_SAM = "MobileSAM (default)"
 DARK = "cugd_dark_example.png"
 DARK2 = "cugd_dark_example_2.png"
 UPSCALER = "RealESRGAN_x2plus.pth"
+FRAMES = 3  # frames of the frame-batch example
 
 ABOUT = ("**CUGD** brightens dark photos with a diffusion model steered by Segment-Anything priors "
          "(Zeng et al., IEEE TCSVT 2026).\n\nPut CUGD models in `models/cugd` (ours: `.safetensors`; the authors' "
@@ -56,7 +57,7 @@ def _sampler(image, steps=10, sampler="auto", end_step=1000):
     return {"class_type": "CUGD_Sampler",
             "inputs": {"model": ["3", 0], "image": image, "guidance": ["5", 0], "seed": 0, "steps": steps,
                        "sampler": sampler, "start_step": 0, "end_step": end_step, "tile_size": 0,
-                       "tile_overlap": 64}}
+                       "tile_overlap": 64, "exposure": 0.0, "temporal": False}}
 
 
 def _pipeline(image=("1", 0), mode="fast"):
@@ -110,8 +111,25 @@ WORKFLOWS: dict[str, dict] = {
         "prompt": {**_load(),
                    "16": {"class_type": "CUGD_Enhance",
                           "inputs": {"image": ["1", 0], "seed": 0, "steps": 10, "sampler": "auto",
-                                     "prior_mode": "fast", "tile_size": 0, "tile_overlap": 64}},
+                                     "prior_mode": "fast", "tile_size": 0, "tile_overlap": 64, "exposure": 0.0,
+                                     "temporal": False}},
                    **_save(["16", 0], "CUGD/one_node")},
+    },
+    "cugd_frames": {
+        "note": ABOUT + "\n\nVideo frames as an image batch, without flicker: **temporal** gives every frame the same "
+                        "noise (sampler auto = DDPM), priors averaged over neighbouring frames and brightness held to a running "
+                        "reference; **exposure** shifts it in stops. Here **Repeat Image Batch** stands in for "
+                        "your frames: connect Load Video (or VHS Load Video) instead; **Save Animated WEBP** "
+                        "writes the clip.",
+        "prompt": {**_load(),
+                   "17": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": FRAMES}},
+                   "18": {"class_type": "CUGD_Enhance",
+                          "inputs": {"image": ["17", 0], "seed": 0, "steps": 10, "sampler": "auto",
+                                     "prior_mode": "fast", "tile_size": 0, "tile_overlap": 64, "exposure": 0.0,
+                                     "temporal": True}},
+                   "19": {"class_type": "SaveAnimatedWEBP",
+                          "inputs": {"images": ["18", 0], "filename_prefix": "CUGD/frames", "fps": 8.0,
+                                     "lossless": False, "quality": 90, "method": "default"}}},
     },
 }
 

@@ -2,6 +2,7 @@
 
     python scripts/make_sample.py [--out assets]              # the quickstart pair
     python scripts/make_sample.py --gallery docs/gallery.png  # before/after of several pairs
+    python scripts/make_sample.py --exposures docs/exposure.jpg  # the sample at three exposures
 
 The quickstart pair: `assets/sample_bright.png` (scikit-image's `data.coffee()`, CC0, photograph by
 Rachel Michetti, see assets/README.md, shrunk to 512 px on its longer side) and
@@ -100,17 +101,66 @@ def make_gallery(path: Path, model_name: str | None, steps: int, seed: int, samp
             "sampler": resolve_sampler(sampler, model), **scores}
 
 
+EXPOSURES = (-2.0, 0.0, 2.0)  # EV of the exposure picture
+JPEG_QUALITY = 85  # README pictures in JPEG: a few hundred KB at most in the repository
+
+
+def save_picture(image_u8: np.ndarray, path: Path) -> None:
+    """A README picture: JPEG (`JPEG_QUALITY`) for .jpg/.jpeg, else PNG; written atomically."""
+    if path.suffix.lower() not in (".jpg", ".jpeg"):
+        save_png_atomic(image_u8, path)
+        return
+    from PIL import Image
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(image_u8).save(tmp, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    tmp.replace(path)
+
+
+def make_exposures(path: Path, model_name: str | None, steps: int, seed: int, sampler: str,
+                   enhanced: str | None = None) -> dict:
+    """The sample (`assets/sample_dark.png`) enhanced once, shown at `EXPOSURES` (the output curve of
+    `exposure_control.adjust_exposure`). enhanced: a PNG of the EV 0 output to reuse instead of sampling again
+    (the control acts on that output only, so the result is the same)."""
+    from cugd_core.exposure_control import adjust_exposure, mean_luminance
+    from cugd_core.imageops import load_image, to_model_range, to_uint8
+
+    assets = Path(__file__).resolve().parents[1] / "assets"
+    if enhanced:
+        base = load_image(enhanced)
+    else:
+        from cugd_core.commands.enhance import load_model
+        from cugd_core.enhance import enhance
+
+        base = enhance(load_image(assets / NAME), load_model(model_name, "cpu"), steps=steps, seed=seed,
+                       sampler=sampler)
+    x = to_model_range(base)
+    tiles, means = [], {}
+    for ev in EXPOSURES:
+        out = to_uint8(adjust_exposure(x, ev))
+        means[ev] = round(float(mean_luminance(to_model_range(out))), 4)
+        tiles.append(_label(out, f"exposure {ev:+g} EV" + (" (the model's choice)" if ev == 0 else "")))
+    sep = np.full((tiles[0].shape[0], 6, 3), 255, np.uint8)
+    save_picture(np.concatenate([tiles[0], sep, tiles[1], sep, tiles[2]], 1), path)
+    return {"exposures": str(path), "mean linear luminance": means}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "assets"),
                     help="folder of the quickstart pair")
     ap.add_argument("--gallery", metavar="PNG", help="write the before/after gallery here instead")
+    ap.add_argument("--exposures", metavar="JPG", help="write the sample's enhancement at three exposures here")
+    ap.add_argument("--enhanced", metavar="PNG", help="with --exposures: the EV 0 output to reuse")
     ap.add_argument("--model", help="CUGD model for the gallery (default: the shipped one)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sampler", choices=SAMPLER_CHOICES, default="auto", help="auto: what the model's card recommends")
     args = ap.parse_args()
-    if args.gallery:
+    if args.exposures:
+        print(json.dumps(make_exposures(Path(args.exposures), args.model, args.steps, args.seed, args.sampler,
+                                        args.enhanced), indent=1))
+    elif args.gallery:
         print(json.dumps(make_gallery(Path(args.gallery), args.model, args.steps, args.seed, args.sampler), indent=1))
     else:
         print(json.dumps(make_pair(Path(args.out))))

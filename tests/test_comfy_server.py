@@ -137,6 +137,7 @@ EXPECT = {  # workflow -> (save node, number of images, scale, {sampling node: s
     "cugd_upscale": ("7", 1, 2, {"6": 10}),
     "cugd_batch": ("7", 2, 1, {"6": 10}),
     "cugd_one_node": ("7", 1, 1, {"16": 10}),
+    "cugd_frames": ("19", 1, 1, {"18": 30}),  # one animated WEBP of 3 frames; temporal: 10 steps per frame
 }
 
 
@@ -162,6 +163,18 @@ def test_example_workflow_runs(server, object_info, name):
     for node, n in steps.items():  # ComfyUI's progress bar moves once per step (one tile here)
         assert [(d["value"], d["max"]) for d in progress if d.get("node") == node and d["value"]] == \
             [(i, n) for i in range(1, n + 1)], node
+    if name == "cugd_frames":  # the clip: identical input frames stay identical (one noise field, steady brightness)
+        img = entry["outputs"][save]["images"][0]
+        assert entry["outputs"][save]["animated"] == [True]  # the node saw a batch of frames
+        with Image.open(server.base / "output" / img["subfolder"] / img["filename"]) as clip:
+            frames = []
+            for i in range(clip.n_frames):
+                clip.seek(i)
+                frames.append(np.asarray(clip.convert("RGB"), dtype=np.float32))
+        # libwebp's animation encoder folds a frame (near-)identical to the one before into it, and an
+        # animation left with one frame is written as a still image: identical outputs give 1 frame
+        assert 1 <= len(frames) <= 3
+        assert max(np.abs(f - frames[0]).mean() for f in frames) < 1.0
     if name == "cugd_basic":  # the prior previews
         for node in ("8", "9"):
             assert entry["outputs"][node]["images"][0]["type"] == "temp"

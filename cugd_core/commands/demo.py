@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..layout import KINDS, prior_file
 from ..pipeline import Job
-from .enhance import add_sampling_args, prepare, report, runner
+from .enhance import add_sampling_args, brightness_reference, prepare, report, runner
 from .errors import EXIT_CODES, EXIT_OK, CLIError
 
 SAMPLE_IMAGE = Path(__file__).resolve().parents[2] / "assets" / "sample_dark.png"
@@ -31,8 +31,9 @@ def run(args) -> int:
     out = Path(args.output)
     priors = tuple(prior_file(args.priors, src.stem, kind) for kind in KINDS) if args.priors else None
     job = Job(src, out / "sample_enhanced.png", out / "sample_before_after.png", priors)
+    reference = brightness_reference(args.brightness_reference)
     prepare(args.model, out, True)
-    code = report(runner(args, sam_needed=priors is None).run([job]), "demo")
+    code = report(runner(args, sam_needed=priors is None, reference=reference).run([job]), "demo")
     if code == EXIT_OK:
         print(f"wrote {job.out} and {job.side_by_side}")
     return code

@@ -6,14 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from .. import distributed
 from ..atomic import check_writable_dir
 from ..devices import for_inference, pick_device
+from ..exposure_control import reference_luminance
 from ..hub import is_hub_ref
-from ..imageops import IMAGE_EXTENSIONS
+from ..imageops import IMAGE_EXTENSIONS, load_image, to_model_range
 from ..layout import DEFAULT_MODEL, models_dir
 from ..pipeline import FolderRunner, Report, check_outputs_apart, collect_jobs
 from ..priors import load_sam
 from ..session import check_min_steps
+from ..temporal import run_frame_jobs
 from ..weights import load_denoiser, resolve_in_folder
 from . import options
 from .errors import EXIT_CODES, CLIError, exit_code
@@ -66,20 +69,32 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     options.add_tiles(p)
     options.add_device(p)
     options.add_precision(p)
+    options.add_exposure(p)
     options.add_quiet(p)
 
 
-def runner(args, sam_needed: bool) -> FolderRunner:
+def brightness_reference(path: str | None) -> float | None:
+    """`--brightness-reference FILE` -> its mean linear luminance (None without the option)."""
+    if path is None:
+        return None
+    try:
+        image = load_image(path)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"--brightness-reference {path} is not a readable image ({e})") from None
+    return float(reference_luminance(to_model_range(image)))
+
+
+def runner(args, sam_needed: bool, device: str | None = None, reference: float | None = None) -> FolderRunner:
     """The model (checked against --steps before SAM loads or any image is read), SAM if needed, and
-    the run's options."""
-    model = load_model(args.model, args.device)
+    the run's options. device: instead of --device (a rank's own GPU); reference: `brightness_reference`."""
+    model = load_model(args.model, device or args.device)
     check_min_steps(model, args.steps)
     device = str(next(model.parameters()).device)
     sam = load_sam_model(args.sam, device) if sam_needed else None
     return FolderRunner(model, sam, steps=args.steps, sampler=args.sampler, seed=args.seed, tile=args.tile,
                         overlap=args.overlap, precision=args.precision, prior_mode=args.prior_mode,
                         overwrite=getattr(args, "overwrite", True), pipelined=not getattr(args, "no_pipeline", False),
-                        progress=not args.quiet)
+                        progress=not args.quiet, exposure=args.exposure, reference=reference)
 
 
 def report(result: Report, label: str) -> int:
@@ -110,12 +125,18 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders (kept in OUT)")
     p.add_argument("--no-pipeline", action="store_true", help="one image at a time (no overlap of reading, "
                                                                "priors, sampling and writing)")
+    p.add_argument("--video", action="store_true",
+                   help="the inputs are the frames of one clip, in name order: one noise field (sampler auto = "
+                        "DDPM), priors averaged over neighbouring frames, brightness held to a running reference")
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
     out = Path(args.output)
+    ranks = distributed.from_env()  # several under torchrun: each takes a deterministic share
+    if ranks.active and args.video:
+        raise CLIError("--video needs the frames in order in one process; run it without torchrun")
     jobs = collect_jobs(args.inputs, out, side_by_side=args.side_by_side, priors_dir=args.priors,
                         recursive=args.recursive)
     if not jobs:
@@ -123,5 +144,23 @@ def run(args) -> int:
                        f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)})")
     check_outputs_apart(args.inputs, out, jobs, recursive=args.recursive)
     pending = [j for j in jobs if args.overwrite or not j.done()]
-    prepare(args.model, out, bool(pending))
-    return report(runner(args, sam_needed=args.priors is None and bool(pending)).run(jobs), "enhance")
+    reference = brightness_reference(args.brightness_reference)
+    # one rank probes the output folder (and removes what it created) before the others may write there
+    prepare(args.model, out, bool(pending) and ranks.leader)
+    distributed.join(ranks)
+    jobs = distributed.shard(jobs, ranks)
+    pending = [j for j in jobs if args.overwrite or not j.done()]
+    run_ = runner(args, sam_needed=args.priors is None and bool(pending),
+                  device=distributed.device_for(args.device, ranks), reference=reference)
+    run_.progress = run_.progress and ranks.leader
+    if args.video:
+        result = run_frame_jobs(jobs, run_.model, run_.sam, overwrite=args.overwrite, progress=run_.progress,
+                                prior_mode=args.prior_mode, exposure=args.exposure, reference=reference,
+                                steps=args.steps, sampler=args.sampler, seed=args.seed, tile=args.tile,
+                                overlap=args.overlap, precision=args.precision)
+    else:
+        result = run_.run(jobs)
+    result = distributed.merge_reports(distributed.gather(result, ranks))
+    if not ranks.leader:  # rank 0 prints the one summary
+        return exit_code(result.done, result.skipped, len(result.failed))
+    return report(result, "enhance" + (f" ({ranks.world} ranks)" if ranks.active else ""))

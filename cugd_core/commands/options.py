@@ -24,6 +24,13 @@ def positive_int(value: str) -> int:
     return n
 
 
+def finite_float(value: str) -> float:
+    x = float(value)
+    if x != x or x in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
+    return x
+
+
 def tile_value(value: str):
     """`--tile`: 0 or auto (automatic), whole or none (no tiling), or a side in pixels (`session.tile_setting`)."""
     try:
@@ -107,3 +114,12 @@ def add_sam(p) -> None:
     p.add_argument("--sam", default=None,
                    help="SAM checkpoint for the priors: a path, a file name in the SAM folders (CUGD_SAM_DIRS, --sam-dir), or "
                         "hf://owner/repo/file (default: MobileSAM mobile_sam.pt)")
+
+
+def add_exposure(p) -> None:
+    """The user's exposure of the output (`exposure_control`): EV and a brightness reference image."""
+    p.add_argument("--exposure", type=finite_float, default=0.0, metavar="EV",
+                   help="brighter (+) or darker (-) than the model's choice (or the reference), in stops; "
+                        "a highlight-preserving curve in linear light (default 0: the model's own)")
+    p.add_argument("--brightness-reference", metavar="FILE",
+                   help="match the mean luminance of this image (e.g. a well-exposed photo of the scene)")
