@@ -1,10 +1,11 @@
 """End-to-end enhancement time and peak memory per model and photo size (issue 20, item 5).
 
     $COMFYUI_PYTHON bench/bench_end_to_end.py --model models/cugd_default.safetensors \
-        --model other.safetensors --sizes 600x400,2400x1600 [--steps 10] [--tile whole|auto|N]
+        --model other.safetensors --sizes 600x400,2400x1600 [--steps 10 [4]] [--tile whole|auto|N]
 
 One photo (scikit-image's CC0 `coffee`, resized to each size and darkened by the default synth
-recipe), MobileSAM fast priors + sampling with the model's recommended sampler, float32, the
+recipe), MobileSAM fast priors + sampling with the model's recommended sampler (steps per model), float32,
+channels-last weights on the CPU as the pack loads them (`devices.for_inference`), the
 whole image (no tiles) unless `--tile` says otherwise. Each case runs in a fresh subprocess: wall
 seconds of the priors and of the sampling, and peak RSS above the RSS after loading. A case whose
 full attention would span more than `--max-tokens` level-2 tokens is not run (its cost grows with
@@ -47,9 +48,10 @@ def run_case(model_path: str, h: int, w: int, steps: int, tile) -> dict:
     """In this process: load, then time priors and sampling of one photo."""
     import torch
 
+    from cugd_core.devices import for_inference
     from cugd_core.enhance import compute_priors, default_sam, enhance
     from cugd_core.weights import load_denoiser
-    model, sam, low = load_denoiser(model_path).eval(), default_sam(), dark_photo(h, w)
+    model, sam, low = for_inference(load_denoiser(model_path)), default_sam(), dark_photo(h, w)
     compute_priors(low[:64, :64], sam, "fast")  # warm-up of SAM's kernels, untimed
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
@@ -75,7 +77,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", required=True)
     ap.add_argument("--sizes", default="600x400,2400x1600")
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, nargs="+", default=[10],
+                    help="sampling steps: one for every model, or one per --model in order")
     ap.add_argument("--tile", type=tile_value, default=None, metavar="whole|auto|N",
                     help="whole (default), auto or 0 (from free memory), or a tile side in pixels")
     ap.add_argument("--max-tokens", type=int, default=40000, help="skip full attention over more keys than this")
@@ -83,8 +86,11 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.case:
         m, size = a.case.split("@")
-        print(json.dumps(run_case(m, *parse_size(size), a.steps, a.tile)))
+        print(json.dumps(run_case(m, *parse_size(size), a.steps[0], a.tile)))
         return 0
+    if len(a.steps) not in (1, len(a.model)):
+        ap.error(f"--steps takes one value or one per --model ({len(a.model)})")
+    steps = dict(zip(a.model, a.steps * len(a.model) if len(a.steps) == 1 else a.steps))
 
     from cugd_core.precision import cpu_flag_line
     rows = []
@@ -96,15 +102,15 @@ def main(argv=None) -> int:
                 rows.append((Path(m).name, size, None, f"not run: full attention over {keys} keys per query "
                                                        f"({(h // 4) * (w // 4)} queries), quadratic in pixels"))
                 continue
-            cmd = [sys.executable, __file__, "--case", f"{m}@{size}", "--steps", str(a.steps), "--tile", "whole" if a.tile is None else str(a.tile),
+            cmd = [sys.executable, __file__, "--case", f"{m}@{size}", "--steps", str(steps[m]), "--tile", "whole" if a.tile is None else str(a.tile),
                    "--model", m]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode:
                 rows.append((Path(m).name, size, None, "failed: " + r.stderr.strip().splitlines()[-1][:120]))
                 continue
-            rows.append((Path(m).name, size, json.loads(r.stdout.strip().splitlines()[-1]), ""))
+            rows.append((Path(m).name, size, json.loads(r.stdout.strip().splitlines()[-1]), f"{steps[m]} steps"))
             print(rows[-1], file=sys.stderr, flush=True)
-    print(f"\nCPU: {cpu_flag_line()}; {a.steps} steps, sampler auto, fast priors, fp32, "
+    print(f"\nCPU: {cpu_flag_line()}; sampler auto, fast priors, fp32, channels-last weights, "
           f"{'whole image' if a.tile is None else f'tiles: {a.tile}'}")
     print("| model | size (WxH) | priors s | sampling s | total s | peak GiB above load | note |")
     print("|---|---|---|---|---|---|---|")
@@ -113,7 +119,7 @@ def main(argv=None) -> int:
             print(f"| {name} | {size} | | | | | {note} |")
         else:
             print(f"| {name} | {size} | {r['priors_s']:.1f} | {r['sample_s']:.1f} | {r['total_s']:.1f} | "
-                  f"{r['peak_gib']:.2f} | |")
+                  f"{r['peak_gib']:.2f} | {note} |")
     return 0
 
 
