@@ -106,7 +106,8 @@ def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic:
             error), a side in pixels, or 0/"auto".
         precision: "fp32" (exact) or "bf16" (`precision.autocast`: weights stay float32; faster on
             CPUs with AVX-512 BF16/AMX and on GPUs). The sampler state stays float32 either way.
-        callback(done, total): after each tile of each step of each sample. interrupt(): before each tile; may raise.
+        callback(done, total): after each tile of each step of each sample. interrupt(): before
+            each tile; may raise.
         exposure: the output's exposure (`exposure_control.ExposureControl`; default: the model's
             own), applied once, to the mean.
     Returns:
@@ -186,10 +187,10 @@ def default_sam(device=None):
 
 
 def enhance(image, model, sam=None, *, priors=None, steps: int | None = None, samples: int = 1,
-            sampler: str = AUTO, seed: int = 0, tile=None, overlap: int = tiling.DEFAULT_OVERLAP, prior_mode: str = "fast", device=None,
-            dtype=None, precision: str = "fp32", schedule: Schedule | None = None,
-            callback: Progress | None = None, interrupt: Interrupt | None = None, exposure: float = 0.0,
-            reference=None):
+            sampler: str = AUTO, seed: int = 0, tile=None, overlap: int = tiling.DEFAULT_OVERLAP,
+            prior_mode: str = "fast", device=None, dtype=None, precision: str = "fp32",
+            schedule: Schedule | None = None, callback: Progress | None = None, interrupt: Interrupt | None = None,
+            exposure: float = 0.0, reference=None):
     """Enhance dark photo(s) with a CUGD model steered by SAM priors.
 
     Args:
@@ -255,8 +256,8 @@ def enhance(image, model, sam=None, *, priors=None, steps: int | None = None, sa
 
         out = enhance_tensor(model, torch.cat([to_model_range(images[i]) for i in idx]),
                              torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]),
-                             steps=steps, samples=samples, sampler=sampler, seed=seed, schedule=schedule, tile=tiles[hw],
-                             overlap=overlap, precision=precision, callback=cb, interrupt=interrupt,
+                             steps=steps, samples=samples, sampler=sampler, seed=seed, schedule=schedule,
+                             tile=tiles[hw], overlap=overlap, precision=precision, callback=cb, interrupt=interrupt,
                              exposure=ExposureControl(float(exposure), None if references is None
                                                       else torch.tensor([references[i] for i in idx])))
         for j, i in enumerate(idx):

@@ -183,9 +183,9 @@ class FolderRunner:
 
     def __init__(self, model, sam=None, *, steps: int | None = None, samples: int = 1, sampler: str = AUTO,
                  seed: int = 0, tile=None, overlap: int = tiling.DEFAULT_OVERLAP, precision: str = "fp32",
-                 prior_mode: str = "fast", overwrite: bool = False, exposure: float = 0.0, reference: float | None = None,
-                 pipelined: bool = True, progress: bool = True, interrupt: Callable[[], None] | None = None,
-                 log: Callable[[str], None] | None = None):
+                 prior_mode: str = "fast", overwrite: bool = False, exposure: float = 0.0,
+                 reference: float | None = None, pipelined: bool = True, progress: bool = True,
+                 interrupt: Callable[[], None] | None = None, log: Callable[[str], None] | None = None):
         check_choice("prior_mode", prior_mode, PRIOR_MODES)
         check_choice("precision", precision, PRECISIONS)
         self.model, self.sam = model, sam

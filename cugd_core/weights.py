@@ -323,8 +323,8 @@ def save_safetensors(model: torch.nn.Module, path: str | os.PathLike, *, metadat
     strings as JSON); `cugd_sampler` ("ddpm"/"ddim", default: the model's `preferred_sampler`) is the
     sampler that "auto" picks for it, `cugd_min_steps` (default: the model's `min_steps`) the fewest
     sampling steps it gives a valid image with, `cugd_steps` (default: the model's `default_steps`)
-    the step count its card recommends (what steps None/0 mean, `session.resolve_steps`). The file is written to a temporary name and renamed, so a failure never
-    leaves a half-written file.
+    the step count its card recommends (what steps None/0 mean, `session.resolve_steps`). The file
+    is written to a temporary name and renamed, so a failure never leaves a half-written file.
     """
     from safetensors.torch import save_file
 

@@ -88,7 +88,8 @@ def test_two_samples_are_the_mean_of_the_two_seeds(model):
 def test_progress_counts_samples_and_interrupt_reaches_every_sample(model):
     img, pr = dark_image(40, 100, 2), (random_prior(40, 100, 4), random_prior(40, 100, 5))
     calls = []
-    E.enhance(img, model, priors=pr, steps=3, samples=2, tile=64, overlap=16, callback=lambda d, t: calls.append((d, t)))
+    E.enhance(img, model, priors=pr, steps=3, samples=2, tile=64, overlap=16,
+              callback=lambda d, t: calls.append((d, t)))
     n = len(plan_tiles(64, 128, 64, 16))
     done, total = zip(*calls)
     assert sorted(set(done)) == list(range(2 * 3 * n + 1)) and list(done) == sorted(done)

@@ -94,7 +94,8 @@ def runner(args, sam_needed: bool, device: str | None = None, reference: float |
     check_min_steps(model, steps)
     device = str(next(model.parameters()).device)
     sam = load_sam_model(args.sam, device) if sam_needed else None
-    return FolderRunner(model, sam, steps=steps, samples=args.samples, sampler=args.sampler, seed=args.seed, tile=args.tile,
+    return FolderRunner(model, sam, steps=steps, samples=args.samples, sampler=args.sampler, seed=args.seed,
+                        tile=args.tile,
                         overlap=args.overlap, precision=args.precision, prior_mode=args.prior_mode,
                         overwrite=getattr(args, "overwrite", True), pipelined=not getattr(args, "no_pipeline", False),
                         progress=not args.quiet, exposure=args.exposure, reference=reference)

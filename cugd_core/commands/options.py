@@ -94,7 +94,8 @@ def samples_value(value: str) -> int:
 def add_steps(p, note: str = "") -> None:
     p.add_argument("--steps", type=positive_int, default=None,
                    help=f"{note}sampling steps (at most 10 for the released schedule; at least the model card's "
-                        f"cugd_min_steps, 3 for the shipped model; default: the card's cugd_steps, else {DEFAULT_STEPS})")
+                        f"cugd_min_steps, 3 for the shipped model; default: the card's cugd_steps, "
+                        f"else {DEFAULT_STEPS})")
 
 
 def add_samples(p, note: str = "") -> None:
