@@ -88,9 +88,9 @@ def _check_steps(steps: int, sampler: str, schedule: Schedule) -> None:
 
 @torch.no_grad()
 def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic: torch.Tensor, *,
-                   steps: int = 10, sampler: str = AUTO, seed: int = 0, schedule: Schedule | None = None,
-                   tile=None, overlap: int = tiling.DEFAULT_OVERLAP, precision: str = "fp32",
-                   callback: Progress | None = None, interrupt: Interrupt | None = None,
+                   steps: int | None = None, samples: int = 1, sampler: str = AUTO, seed: int = 0,
+                   schedule: Schedule | None = None, tile=None, overlap: int = tiling.DEFAULT_OVERLAP,
+                   precision: str = "fp32", callback: Progress | None = None, interrupt: Interrupt | None = None,
                    exposure: ExposureControl | None = None) -> torch.Tensor:
     """Enhance a batch of same-size images.
 
@@ -98,16 +98,24 @@ def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic:
         model: `CUGDDenoiser` (on its device and dtype; the sampler runs in float32 on that device).
         condition: dark images `[B,3,H,W]` in [-1,1], unpadded.
         edge, semantic: priors `[B,3,H,W]` in [0,1] of the unpadded images.
+        steps: sampling steps; None or 0: the model card's (`session.resolve_steps`).
+        samples: the output is the mean (in [-1,1]) of this many sampling runs, seeded `seed`,
+            `seed+1`, ...: smoother and cleaner, less fine detail and grain, `samples` times the
+            time (`session.SAMPLE_COUNTS`); 1 is a single run.
         tile: as `session.tile_setting`: None/"whole" (whole image; tiles only after an out-of-memory
             error), a side in pixels, or 0/"auto".
         precision: "fp32" (exact) or "bf16" (`precision.autocast`: weights stay float32; faster on
             CPUs with AVX-512 BF16/AMX and on GPUs). The sampler state stays float32 either way.
-        callback(done, total): after each tile of each step. interrupt(): before each tile; may raise.
-        exposure: the output's exposure (`exposure_control.ExposureControl`; default: the model's own).
+        callback(done, total): after each tile of each step of each sample. interrupt(): before
+            each tile; may raise.
+        exposure: the output's exposure (`exposure_control.ExposureControl`; default: the model's
+            own), applied once, to the mean.
     Returns:
         `[B,3,H,W]` float32 in [-1,1] (clamped, cropped), on the condition's device.
     """
     schedule = schedule or RELEASED_SCHEDULE
+    steps = session.resolve_steps(model, steps)
+    samples = session.check_samples(samples)
     _check_steps(steps, sampler, schedule)
     session.check_min_steps(model, steps)
     check_choice("precision", precision, PRECISIONS)
@@ -120,12 +128,36 @@ def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic:
         raise ValueError("the image contains NaN or infinite values")
     device = next(model.parameters()).device
     # float32 on the model's device for the sampler state; the tiles are cast to the model's dtype
-    traj = session.start(model, condition.to(device, torch.float32), edge, semantic, seed=seed, schedule=schedule,
-                         tile=tile, overlap=overlap, exposure=exposure)
-    with autocast(precision, device.type):
-        traj = session.advance(model, traj, sampler, session.plan_from_steps(steps, schedule=schedule),
-                               callback=callback, interrupt=interrupt)
-    return traj.image().to(condition.device)
+    cond, plan = condition.to(device, torch.float32), session.plan_from_steps(steps, schedule=schedule)
+    progress = _SampleProgress(callback, samples)
+    total = None
+    for k in range(samples):
+        traj = session.start(model, cond, edge, semantic, seed=seed + k, schedule=schedule, tile=tile, overlap=overlap)
+        tile = traj.tile  # "auto" is sized once
+        with autocast(precision, device.type):
+            traj = session.advance(model, traj, sampler, plan, callback=progress.run(k), interrupt=interrupt)
+        total = traj.image() if total is None else total + traj.image()
+    mean = total if samples == 1 else total / samples
+    return (exposure or ExposureControl()).apply(mean).to(condition.device)
+
+
+class _SampleProgress:
+    """One (done, total) over `samples` runs from each run's own reports; later runs are assumed the
+    size of the last one reported (an out-of-memory re-plan changes it)."""
+
+    def __init__(self, callback: Progress | None, samples: int):
+        self.callback, self.samples, self.finished = callback, samples, 0
+        self.current = 0  # the running sample's total so far
+
+    def run(self, k: int) -> Progress | None:
+        if self.callback is None:
+            return None
+        self.finished += self.current
+
+        def report(done: int, total: int) -> None:
+            self.current = total
+            self.callback(self.finished + done, self.finished + total * (self.samples - k))
+        return report
 
 
 # -- uint8 level ---------------------------------------------------------------------------------------
@@ -154,11 +186,11 @@ def default_sam(device=None):
     return _DEFAULT_SAM[key]
 
 
-def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: str = AUTO, seed: int = 0,
-            tile=None, overlap: int = tiling.DEFAULT_OVERLAP, prior_mode: str = "fast", device=None,
-            dtype=None, precision: str = "fp32", schedule: Schedule | None = None,
-            callback: Progress | None = None, interrupt: Interrupt | None = None, exposure: float = 0.0,
-            reference=None):
+def enhance(image, model, sam=None, *, priors=None, steps: int | None = None, samples: int = 1,
+            sampler: str = AUTO, seed: int = 0, tile=None, overlap: int = tiling.DEFAULT_OVERLAP,
+            prior_mode: str = "fast", device=None, dtype=None, precision: str = "fp32",
+            schedule: Schedule | None = None, callback: Progress | None = None, interrupt: Interrupt | None = None,
+            exposure: float = 0.0, reference=None):
     """Enhance dark photo(s) with a CUGD model steered by SAM priors.
 
     Args:
@@ -169,9 +201,12 @@ def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: st
         sam: a SAM from `priors.load_sam`; None loads MobileSAM (unless `priors` are given).
         priors: (edge, semantic) of the unpadded image (`[3,H,W]` float or `[H,W,3]` uint8), or a
             list of such pairs for several images.
+        steps: sampling steps; None or 0: the model card's (`session.resolve_steps`; 10 without one).
+        samples: the mean of this many sampling runs (seeds `seed`, `seed+1`, ...): smoother and
+            cleaner, less fine detail and grain, `samples` times the time; 1 = a single run.
         tile: as `session.tile_setting`: None/"whole" (whole image), a tile side in pixels, or
             0/"auto" (from free memory).
-        callback(done, total): progress over all images, steps and tiles. interrupt(): called
+        callback(done, total): progress over all images, samples, steps and tiles. interrupt(): called
             between steps and tiles; whatever it raises propagates (nothing is returned).
         exposure: stops (EV) brighter or darker than `reference` (0 = the model's own choice).
         reference: mean linear luminance to match (`exposure_control.reference_luminance` of an image): a
@@ -180,6 +215,7 @@ def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: st
         uint8 `[H,W,3]` for one image, else a list of them.
     """
     check_choice("precision", precision, PRECISIONS)
+    steps, samples = session.resolve_steps(model, steps), session.check_samples(samples)
     session.check_min_steps(model, steps)  # before any priors are computed
     images, single = _images(image)
     if priors is not None:
@@ -202,7 +238,7 @@ def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: st
     for hw, idx in groups.items():
         hp, wp = (-(-s // multiple) * multiple for s in hw)
         tiles[hw] = resolve_tile(tile, model, hp, wp, len(idx), model_device)
-        units[hw] = int(steps) * len(tiling.plan_tiles(hp, wp, tiles[hw], overlap, multiple))
+        units[hw] = steps * samples * len(tiling.plan_tiles(hp, wp, tiles[hw], overlap, multiple))
     grand, done = sum(units.values()), 0
     results: list[np.ndarray | None] = [None] * len(images)
 
@@ -220,8 +256,8 @@ def enhance(image, model, sam=None, *, priors=None, steps: int = 10, sampler: st
 
         out = enhance_tensor(model, torch.cat([to_model_range(images[i]) for i in idx]),
                              torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]),
-                             steps=steps, sampler=sampler, seed=seed, schedule=schedule, tile=tiles[hw],
-                             overlap=overlap, precision=precision, callback=cb, interrupt=interrupt,
+                             steps=steps, samples=samples, sampler=sampler, seed=seed, schedule=schedule,
+                             tile=tiles[hw], overlap=overlap, precision=precision, callback=cb, interrupt=interrupt,
                              exposure=ExposureControl(float(exposure), None if references is None
                                                       else torch.tensor([references[i] for i in idx])))
         for j, i in enumerate(idx):

@@ -50,6 +50,7 @@ from .layout import KINDS, list_pairs, prior_path
 from .niqe import BLOCK, niqe
 from .priors import constant_prior_u8
 from .samplers import AUTO, resolve_sampler
+from .session import resolve_steps
 from .weights import load_denoiser
 
 ImageFn = Callable[[np.ndarray], np.ndarray]  # dark uint8 [H,W,3] -> prediction uint8 [H,W,3]
@@ -292,6 +293,8 @@ class ModelPredictor:
     def describe(self) -> dict:
         """What the scores depend on beyond the pairs, for the result's protocol."""
         return {"sampler": resolve_sampler(self.kwargs.get("sampler", AUTO), self.denoiser),
+                "steps": resolve_steps(self.denoiser, self.kwargs.get("steps")),
+                "samples": self.kwargs.get("samples", 1),
                 "device": str(next(self.denoiser.parameters()).device),
                 "priors": "constant" if self.constant_priors else self.kwargs.get("prior_mode", "fast"),
                 "priors_from_cache": self.cached}

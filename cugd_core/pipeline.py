@@ -34,6 +34,7 @@ from .layout import KINDS, prior_file
 from .precision import PRECISIONS
 from .priors import PRIOR_MODES
 from .samplers import AUTO
+from .session import check_samples, resolve_steps
 
 SIDE_BY_SIDE_SUFFIX = "_before_after"
 THREAD_PREFIX = "cugd-pipeline-"  # names of the worker threads (the CLI checks for them at exit)
@@ -174,20 +175,22 @@ class FolderRunner:
 
     Args:
         model: `CUGDDenoiser` on its device. sam: from `priors.load_sam` (None: every job must
-            carry precomputed priors). The sampling options are `enhance_tensor`'s.
+            carry precomputed priors). The sampling options are `enhance_tensor`'s; steps None or 0
+            becomes the model card's (`session.resolve_steps`) here, in `.sample_kw`.
         exposure, reference: the output's exposure in EV over a mean luminance (None: the model's own).
         pipelined: overlap decoding, priors, sampling and writing (False: one image at a time).
     """
 
-    def __init__(self, model, sam=None, *, steps: int = 10, sampler: str = AUTO, seed: int = 0, tile=None,
-                 overlap: int = tiling.DEFAULT_OVERLAP, precision: str = "fp32", prior_mode: str = "fast",
-                 overwrite: bool = False, exposure: float = 0.0, reference: float | None = None,
-                 pipelined: bool = True, progress: bool = True, interrupt: Callable[[], None] | None = None,
-                 log: Callable[[str], None] | None = None):
+    def __init__(self, model, sam=None, *, steps: int | None = None, samples: int = 1, sampler: str = AUTO,
+                 seed: int = 0, tile=None, overlap: int = tiling.DEFAULT_OVERLAP, precision: str = "fp32",
+                 prior_mode: str = "fast", overwrite: bool = False, exposure: float = 0.0,
+                 reference: float | None = None, pipelined: bool = True, progress: bool = True,
+                 interrupt: Callable[[], None] | None = None, log: Callable[[str], None] | None = None):
         check_choice("prior_mode", prior_mode, PRIOR_MODES)
         check_choice("precision", precision, PRECISIONS)
         self.model, self.sam = model, sam
-        self.sample_kw = dict(steps=steps, sampler=sampler, seed=seed, tile=tile, overlap=overlap, precision=precision,
+        self.sample_kw = dict(steps=resolve_steps(model, steps), samples=check_samples(samples), sampler=sampler,
+                              seed=seed, tile=tile, overlap=overlap, precision=precision,
                               exposure=ExposureControl(float(exposure), None if reference is None
                                                        else torch.tensor([float(reference)])))
         self.prior_mode, self.overwrite, self.pipelined = prior_mode, overwrite, pipelined

@@ -13,6 +13,7 @@ tiles), progress in units of (step x tile), an interrupt hook, and the checks wi
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -103,6 +104,31 @@ def remaining_plan(trajectory: "Trajectory", steps: int = 0) -> list[int]:
     if steps > left:
         raise ValueError(f"{steps} DDIM steps requested but only {left} noise levels are left")
     return timesteps(trajectory.state.t, left if steps == 0 else steps)
+
+
+# -- the user's step and sample counts ---------------------------------------------------------------
+DEFAULT_STEPS = 10  # steps when neither the user nor the model's card (`cugd_steps`) chooses
+MAX_SAMPLES = 16  # `samples`: the mean of 1..MAX_SAMPLES sampling runs
+SAMPLE_COUNTS = range(1, MAX_SAMPLES + 1)
+
+
+def resolve_steps(model, steps: int | None = None) -> int:
+    """The sampling steps of a run: `steps` as given, or for None/0 (the CLI's `--steps` left out, the
+    nodes' 0) the model card's recommendation (`model.default_steps`, its `cugd_steps`), else `DEFAULT_STEPS`."""
+    if steps is None or int(steps) == 0:
+        return int(getattr(model, "default_steps", None) or DEFAULT_STEPS)
+    return int(steps)
+
+
+def check_samples(samples: int) -> int:
+    """`samples` (how many sampling runs are averaged) as an int in `SAMPLE_COUNTS`, else a ValueError."""
+    try:
+        n = None if isinstance(samples, bool) else operator.index(samples)
+    except TypeError:
+        n = None
+    if n not in SAMPLE_COUNTS:
+        raise ValueError(f"samples must be a whole number from 1 to {MAX_SAMPLES}, got {samples!r}")
+    return n
 
 
 # -- checks ------------------------------------------------------------------------------------------

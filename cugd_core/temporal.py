@@ -70,7 +70,7 @@ def smooth_priors(maps: torch.Tensor, radius: int = PRIOR_RADIUS) -> torch.Tenso
 def enhance_frames(count: int, load: Callable[[int], np.ndarray], model, sam=None, *,
                    priors_of: Callable[[int, np.ndarray], Priors] | None = None,
                    done: Callable[[int], bool] | None = None, load_done: Callable[[int], np.ndarray] | None = None,
-                   steps: int = 10, sampler: str = AUTO, seed: int = 0, tile=None,
+                   steps: int | None = None, samples: int = 1, sampler: str = AUTO, seed: int = 0, tile=None,
                    overlap: int = tiling.DEFAULT_OVERLAP, prior_mode: str = "fast", precision: str = "fp32",
                    exposure: float = 0.0, reference=None, radius: int = PRIOR_RADIUS,
                    memory: float = STEADY_MEMORY, callback: Progress | None = None,
@@ -81,7 +81,9 @@ def enhance_frames(count: int, load: Callable[[int], np.ndarray], model, sam=Non
     (default: SAM's, `prior_mode`). done(i): frame i's output is already there: it is skipped, and
     its brightness (`load_done(i)`, uint8) continues the running reference, to 8-bit precision.
     reference: mean linear luminance to hold (a number or one per frame; None = the running reference).
-    The sampling options are `enhance_tensor`'s. callback(done, total) over frames x steps x tiles.
+    The sampling options are `enhance_tensor`'s (with `samples`, every frame is the mean of the same
+    seeds' runs, and the running brightness acts on that mean). callback(done, total) over frames x
+    samples x steps x tiles.
     """
     references = references_for(reference, count)
     pending = [done is None or not done(i) for i in range(count)]
@@ -119,7 +121,7 @@ def enhance_frames(count: int, load: Callable[[int], np.ndarray], model, sam=Non
             if callback is not None and (d or not k):  # (0, total) once, before the first frame
                 callback(k * t + d, n_pending * t)
 
-        x = enhance_tensor(model, to_model_range(cache[i][0]), edge, semantic, steps=steps,
+        x = enhance_tensor(model, to_model_range(cache[i][0]), edge, semantic, steps=steps, samples=samples,
                            sampler=temporal_sampler(sampler), seed=seed, tile=tile, overlap=overlap,
                            precision=precision, callback=cb, interrupt=interrupt)
         running = float(running_reference(mean_luminance(x), memory, running)[-1])

@@ -134,6 +134,8 @@ class CUGDDenoiser(nn.Module):
     preferred_sampler: str | None = None
     # the fewest sampling steps its card says give a valid image (`cugd_min_steps`); None: no limit known
     min_steps: int | None = None
+    # the step count its card recommends (`cugd_steps`; what steps None/0 mean); None: `session.DEFAULT_STEPS`
+    default_steps: int | None = None
 
     def __init__(self, config: CUGDConfig):
         super().__init__()

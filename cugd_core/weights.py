@@ -54,6 +54,7 @@ _DEAD_MLP = re.compile(r"^(downs|mid|ups)\.\d+\.res_block\.mlp\.1\.(weight|bias)
 _RESERVED_META = ("format", "cugd_format_version", "cugd_config")
 SAMPLER_META = "cugd_sampler"  # model card: the sampler "auto" picks for this model
 MIN_STEPS_META = "cugd_min_steps"  # model card: fewer sampling steps than this give no valid image
+STEPS_META = "cugd_steps"  # model card: the step count used when the user leaves steps to the model
 
 
 class CheckpointError(ValueError):
@@ -321,8 +322,9 @@ def save_safetensors(model: torch.nn.Module, path: str | os.PathLike, *, metadat
     `metadata` (model card: name, description, license, source, ...) is stored as strings (non-
     strings as JSON); `cugd_sampler` ("ddpm"/"ddim", default: the model's `preferred_sampler`) is the
     sampler that "auto" picks for it, `cugd_min_steps` (default: the model's `min_steps`) the fewest
-    sampling steps it gives a valid image with. The file is written to a temporary name and renamed, so a failure never
-    leaves a half-written file.
+    sampling steps it gives a valid image with, `cugd_steps` (default: the model's `default_steps`)
+    the step count its card recommends (what steps None/0 mean, `session.resolve_steps`). The file
+    is written to a temporary name and renamed, so a failure never leaves a half-written file.
     """
     from safetensors.torch import save_file
 
@@ -338,6 +340,8 @@ def save_safetensors(model: torch.nn.Module, path: str | os.PathLike, *, metadat
         meta[SAMPLER_META] = model.preferred_sampler
     if getattr(model, "min_steps", None) and MIN_STEPS_META not in meta:
         meta[MIN_STEPS_META] = str(model.min_steps)
+    if getattr(model, "default_steps", None) and STEPS_META not in meta:
+        meta[STEPS_META] = str(model.default_steps)
     if dtype is not None:
         meta["cugd_stored_dtype"] = str(dtype).removeprefix("torch.")
     tensors = {}
@@ -382,6 +386,7 @@ def _from_safetensors(tensors, meta, config: CUGDConfig | None, source: str, *, 
     model = build_from_state_dict(net, _with_head(config or detect_config(net), head), source=source)
     model.preferred_sampler = _preferred_sampler(meta, source)
     model.min_steps = _min_steps(meta, source)
+    model.default_steps = _default_steps(meta, source, model.min_steps)
     return model
 
 
@@ -396,18 +401,40 @@ def _preferred_sampler(meta: Mapping[str, str], source: str) -> str | None:
     return name
 
 
+def _card_count(meta: Mapping[str, str], key: str) -> tuple[str | None, int]:
+    """A model card's whole-number entry: (the stored text or None, its value; 0 unless a whole number >= 1)."""
+    value = meta.get(key)
+    if value is None:
+        return None, 0
+    try:
+        return value, max(int(value), 0)
+    except ValueError:
+        return value, 0
+
+
 def _min_steps(meta: Mapping[str, str], source: str) -> int | None:
     """The fewest sampling steps the model card allows (`cugd_min_steps` metadata), if any."""
-    value = meta.get(MIN_STEPS_META)
+    value, n = _card_count(meta, MIN_STEPS_META)
     if value is None:
         return None
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
     if n < 1:
         warnings.warn(f"{source}: ignoring {MIN_STEPS_META}={value!r} (not a positive whole number)", stacklevel=3)
         return None
+    return n
+
+
+def _default_steps(meta: Mapping[str, str], source: str, min_steps: int | None) -> int | None:
+    """The step count the model card recommends (`cugd_steps` metadata), if any; a value that is not
+    a whole number >= 1 and >= the card's `cugd_min_steps` is a `CheckpointError` naming the file."""
+    value, n = _card_count(meta, STEPS_META)
+    if value is None:
+        return None
+    if n < 1:
+        raise CheckpointError(f"{source}: its card's {STEPS_META}={value!r} is not a whole number >= 1; "
+                              f"fix it with weights.update_metadata")
+    if min_steps and n < min_steps:
+        raise CheckpointError(f"{source}: its card's {STEPS_META}={n} is below its {MIN_STEPS_META}={min_steps}; "
+                              f"fix it with weights.update_metadata")
     return n
 
 

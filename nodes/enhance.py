@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from cugd_core import imageops
+from cugd_core import imageops, session
 from cugd_core.enhance import enhance
 from cugd_core.priors import PRIOR_MODES
 from cugd_core.samplers import SAMPLER_CHOICES
@@ -13,7 +13,8 @@ from cugd_core.temporal import enhance_sequence
 from . import comfy_bridge as bridge
 from .models import default_model, default_sam
 from .types import CATEGORY, CUGDModel, SAMModel
-from .widgets import exposure_inputs, prior_mode_input, reference_of, sampler_input, tile_inputs
+from .widgets import (exposure_inputs, prior_mode_input, reference_of, samples_input, sampler_input, steps_input,
+                      tile_inputs)
 
 
 class CUGDEnhance(io.ComfyNode):
@@ -30,13 +31,13 @@ class CUGDEnhance(io.ComfyNode):
                 io.Image.Input("image", tooltip="The dark image(s); every image of a batch gets its own priors."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the sampling noise; an image gives the same result alone or in a batch."),
-                io.Int.Input("steps", default=10, min=1, max=1000,
-                             tooltip="Denoising steps, at most the schedule's length (10 for the released models)."),
+                steps_input("Denoising steps, at most the schedule's length (10 for the released models)."),
                 sampler_input(),
                 prior_mode_input("prior_mode", "fast = a few seconds per image; exact = the authors' SAM settings "
                                                "(24x24 points), several times slower on a CPU."),
                 *tile_inputs(),
                 *exposure_inputs(),
+                samples_input(),
                 CUGDModel.Input("model", optional=True,
                                 tooltip="Optional CUGD model (CUGD Model Loader); default: the model shipped with the pack."),
                 SAMModel.Input("sam", optional=True,
@@ -53,17 +54,18 @@ class CUGDEnhance(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, seed, steps, sampler, prior_mode, tile_size=0, tile_overlap=64, exposure=0.0,
-                temporal=False, model=None, sam=None, brightness_reference=None) -> io.NodeOutput:
+                temporal=False, samples=1, model=None, sam=None, brightness_reference=None) -> io.NodeOutput:
         # frames: one noise field, priors smoothed over neighbours, steady brightness (cugd_core.temporal)
         run = enhance_sequence if temporal else enhance
         images = imageops.bhwc_to_u8(image)
         model = model if model is not None else default_model()
-        progress = bridge.Progress(steps)  # the pipeline reports (done, total) over steps x tiles
+        steps = session.resolve_steps(model.denoiser, steps)  # 0: the model card's
+        progress = bridge.Progress(steps * samples)  # the pipeline reports (done, total) over samples x steps x tiles
         sam = default_sam() if sam is None else sam
         tile = tile_setting(tile_size, "tile_size")
         with model.active() as net:
-            out = run(images, net, sam, steps=steps, sampler=sampler, seed=seed, tile=tile, overlap=tile_overlap,
-                      prior_mode=prior_mode, callback=progress, interrupt=bridge.check_interrupt,
+            out = run(images, net, sam, steps=steps, samples=samples, sampler=sampler, seed=seed, tile=tile,
+                      overlap=tile_overlap, prior_mode=prior_mode, callback=progress, interrupt=bridge.check_interrupt,
                       exposure=float(exposure), reference=reference_of(brightness_reference))
         return io.NodeOutput(bridge.u8_to_image(out))
 

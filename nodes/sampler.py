@@ -10,7 +10,7 @@ from cugd_core.temporal import smooth_priors, temporal_sampler
 
 from . import comfy_bridge as bridge
 from .types import CATEGORY, CUGDGuidance, CUGDModel, CUGDState, SamplingState
-from .widgets import exposure_inputs, reference_of, sampler_input, tile_inputs
+from .widgets import exposure_inputs, reference_of, sampler_input, steps_input, tile_inputs
 
 
 def _outputs():
@@ -38,7 +38,8 @@ class CUGDSampler(io.ComfyNode):
             category=CATEGORY,
             description="Enhances the image by diffusion sampling from noise, steered by the CUIE guidance: "
                         "the authors' ancestral DDPM sampler or deterministic DDIM. start_step/end_step run "
-                        "part of the trajectory; its state can be finished by CUGD DDIM Steps.",
+                        "part of the trajectory; its state can be finished by CUGD DDIM Steps. One sample per "
+                        "image (the mean of several samples is CUGD Enhance's samples input).",
             inputs=[
                 CUGDModel.Input("model", tooltip="The CUGD model (the same one that encoded the guidance)."),
                 io.Image.Input("image", tooltip="The dark image(s); each is the condition of its own sample."),
@@ -46,9 +47,8 @@ class CUGDSampler(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the initial noise and of the DDPM step noise; each image of a batch "
                                      "gets the noise it would get alone."),
-                io.Int.Input("steps", default=10, min=1, max=1000,
-                             tooltip="Number of denoising steps, at most the schedule's length (10 for the "
-                                     "released models); DDPM with all 10 is the authors' sampler."),
+                steps_input("Number of denoising steps, at most the schedule's length (10 for the released "
+                            "models); DDPM with all 10 is the authors' sampler."),
                 sampler_input(),
                 io.Int.Input("start_step", default=0, min=0, max=1000,
                              tooltip="First step to run; 0 = from pure noise at the highest noise level "
@@ -80,6 +80,7 @@ class CUGDSampler(io.ComfyNode):
         image = imageops.check_bhwc(image)
         session.check_guidance(image.shape[1:3], int(image.shape[0]), guidance.hw, guidance.batch,
                                same_model=guidance.model_id == id(model.denoiser))
+        steps = session.resolve_steps(model.denoiser, steps)  # 0: the model card's
         session.check_min_steps(model.denoiser, steps)
         plan = session.plan_from_steps(steps, start_step, end_step)  # the released schedule
         edge, semantic, cuie = guidance.priors.edge, guidance.priors.semantic, guidance.guidance

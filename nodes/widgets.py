@@ -9,6 +9,7 @@ from cugd_core.choices import AUTO
 from cugd_core.exposure_control import reference_luminance
 from cugd_core.priors import PRIOR_MODES
 from cugd_core.samplers import SAMPLER_CHOICES
+from cugd_core.session import DEFAULT_STEPS, MAX_SAMPLES
 from cugd_core.tiling import DEFAULT_OVERLAP, MIN_TILE
 
 SAMPLER_TOOLTIP = ("auto = the sampler the model's card recommends (DDIM for the pack's default model, else DDPM); "
@@ -17,6 +18,20 @@ SAMPLER_TOOLTIP = ("auto = the sampler the model's card recommends (DDIM for the
 
 def sampler_input() -> io.Combo.Input:
     return io.Combo.Input("sampler", options=list(SAMPLER_CHOICES), default=AUTO, tooltip=SAMPLER_TOOLTIP)
+
+
+def steps_input(tooltip: str) -> io.Int.Input:
+    """steps of the Sampler and Enhance nodes: 0 (the default) = the model card's recommendation."""
+    return io.Int.Input("steps", default=0, min=0, max=1000,
+                        tooltip=f"{tooltip} 0 = the model's recommendation (its card's cugd_steps, else "
+                                f"{DEFAULT_STEPS}).")
+
+
+def samples_input() -> io.Int.Input:
+    # an optional widget: prompts saved before it existed still validate (and give one sample)
+    return io.Int.Input("samples", default=1, min=1, max=MAX_SAMPLES, optional=True,
+                        tooltip="Mean of N samples: smoother and cleaner, less fine detail and grain, N times "
+                                "the time. 1 = a single sample (the most detail).")
 
 
 def prior_mode_input(name: str, tooltip: str) -> io.Combo.Input:

@@ -112,7 +112,7 @@ WORKFLOWS: dict[str, dict] = {
                    "16": {"class_type": "CUGD_Enhance",
                           "inputs": {"image": ["1", 0], "seed": 0, "steps": 10, "sampler": "auto",
                                      "prior_mode": "fast", "tile_size": 0, "tile_overlap": 64, "exposure": 0.0,
-                                     "temporal": False}},
+                                     "temporal": False, "samples": 1}},
                    **_save(["16", 0], "CUGD/one_node")},
     },
     "cugd_frames": {
@@ -126,7 +126,7 @@ WORKFLOWS: dict[str, dict] = {
                    "18": {"class_type": "CUGD_Enhance",
                           "inputs": {"image": ["17", 0], "seed": 0, "steps": 10, "sampler": "auto",
                                      "prior_mode": "fast", "tile_size": 0, "tile_overlap": 64, "exposure": 0.0,
-                                     "temporal": True}},
+                                     "temporal": True, "samples": 1}},
                    "19": {"class_type": "SaveAnimatedWEBP",
                           "inputs": {"images": ["18", 0], "filename_prefix": "CUGD/frames", "fps": 8.0,
                                      "lossless": False, "quality": 90, "method": "default"}}},

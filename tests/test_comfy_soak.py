@@ -95,7 +95,7 @@ def test_server_survives_a_mix_of_good_and_bad_prompts(comfy_server):
             # bad widget values: refused by validation (HTTP 400, nothing runs) ...
             status, body = client.post_json("/prompt", {"prompt": prompt(name, "soak/x", rounds, sampler="euler")})
             assert status == 400 and "sampler 'euler' is not available" in str(body["node_errors"]), body
-            status, body = client.post_json("/prompt", {"prompt": prompt(name, "soak/x", rounds, steps=0)})
+            status, body = client.post_json("/prompt", {"prompt": prompt(name, "soak/x", rounds, steps=-1)})
             assert status == 400, body
             refused += 2
             # ... or failing at execution with the core's message

@@ -123,7 +123,10 @@ def test_validate_inputs_rejects_bad_combo_values(comfy):
     prompt["1"]["inputs"]["model_name"] = TINY_MODEL_NAME
     prompt["2"]["inputs"]["sampler"] = "ddim"
     ok, err, outputs, node_errors = asyncio.run(execution.validate_prompt("v2", prompt, None))
-    assert ok, node_errors
+    assert ok, node_errors  # the Enhance prompt has none of the optional widgets (exposure, temporal, samples)
+    prompt["2"]["inputs"]["samples"] = 17  # beyond session.MAX_SAMPLES
+    ok, err, outputs, node_errors = asyncio.run(execution.validate_prompt("v3", prompt, None))
+    assert not ok and "samples" in str(node_errors["2"])
 
 
 @pytest.mark.comfy

@@ -15,7 +15,7 @@ from ..imageops import IMAGE_EXTENSIONS, load_image, to_model_range
 from ..layout import DEFAULT_MODEL, models_dir
 from ..pipeline import FolderRunner, Report, check_outputs_apart, collect_jobs
 from ..priors import load_sam
-from ..session import check_min_steps
+from ..session import check_min_steps, resolve_steps
 from ..temporal import run_frame_jobs
 from ..weights import load_denoiser, resolve_in_folder
 from . import options
@@ -64,6 +64,7 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
                                                   "<stem>_semantic.png (the authors' format) instead of SAM")
     options.add_prior_mode(p)
     options.add_steps(p)
+    options.add_samples(p)
     options.add_sampler(p)
     options.add_seed(p, help="noise seed (an image gets the same result alone or in a batch)")
     options.add_tiles(p)
@@ -85,13 +86,16 @@ def brightness_reference(path: str | None) -> float | None:
 
 
 def runner(args, sam_needed: bool, device: str | None = None, reference: float | None = None) -> FolderRunner:
-    """The model (checked against --steps before SAM loads or any image is read), SAM if needed, and
-    the run's options. device: instead of --device (a rank's own GPU); reference: `brightness_reference`."""
+    """The model (checked against --steps, or its card's steps, before SAM loads or any image is read),
+    SAM if needed, and the run's options (`.sample_kw`: the steps resolved). device: instead of
+    --device (a rank's own GPU); reference: `brightness_reference`."""
     model = load_model(args.model, device or args.device)
-    check_min_steps(model, args.steps)
+    steps = resolve_steps(model, args.steps)
+    check_min_steps(model, steps)
     device = str(next(model.parameters()).device)
     sam = load_sam_model(args.sam, device) if sam_needed else None
-    return FolderRunner(model, sam, steps=args.steps, sampler=args.sampler, seed=args.seed, tile=args.tile,
+    return FolderRunner(model, sam, steps=steps, samples=args.samples, sampler=args.sampler, seed=args.seed,
+                        tile=args.tile,
                         overlap=args.overlap, precision=args.precision, prior_mode=args.prior_mode,
                         overwrite=getattr(args, "overwrite", True), pipelined=not getattr(args, "no_pipeline", False),
                         progress=not args.quiet, exposure=args.exposure, reference=reference)
@@ -156,7 +160,8 @@ def run(args) -> int:
     if args.video:
         result = run_frame_jobs(jobs, run_.model, run_.sam, overwrite=args.overwrite, progress=run_.progress,
                                 prior_mode=args.prior_mode, exposure=args.exposure, reference=reference,
-                                steps=args.steps, sampler=args.sampler, seed=args.seed, tile=args.tile,
+                                steps=run_.sample_kw["steps"], samples=args.samples, sampler=args.sampler,
+                                seed=args.seed, tile=args.tile,
                                 overlap=args.overlap, precision=args.precision)
     else:
         result = run_.run(jobs)

@@ -28,7 +28,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="uniform: 7x7 box (skimage default = authors'/GSAD protocol); "
                         "gaussian: 11x11, sigma 1.5 (Wang et al.)")
     p.add_argument("--limit", type=int, default=0, help="only the first N pairs (0: all)")
-    options.add_steps(p, default=None, note=WITH_MODEL)
+    options.add_steps(p, note=WITH_MODEL)
+    options.add_samples(p, note=WITH_MODEL)
     options.add_seed(p, default=None, help=WITH_MODEL + "sampling seed")
     options.add_sampler(p, default=None, note=WITH_MODEL)
     options.add_prior_mode(p, default=None, note=WITH_MODEL + "PAIRS/priors/<mode>/low/ files are used when present; ")
@@ -44,8 +45,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     predict_fn = None
     if args.model:
-        kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("prior_mode", args.prior_mode),
-                                ("sampler", args.sampler)) if v is not None}
+        kw = {k: v for k, v in (("steps", args.steps), ("samples", args.samples), ("seed", args.seed),
+                                ("prior_mode", args.prior_mode), ("sampler", args.sampler)) if v is not None}
         kw["device"] = pick_device(args.device)
         predict_fn = ModelPredictor(args.model, args.pairs, constant_priors=args.no_priors, **kw)
     elif args.baseline:

@@ -13,7 +13,7 @@ from ..choices import AUTO
 from ..precision import PRECISIONS
 from ..priors import PRIOR_MODES
 from ..samplers import SAMPLER_CHOICES
-from ..session import tile_setting
+from ..session import DEFAULT_STEPS, MAX_SAMPLES, check_samples, tile_setting
 from ..tiling import DEFAULT_OVERLAP
 
 
@@ -83,10 +83,25 @@ def add_seed(p, default: int | None = 0, help: str = "noise seed") -> None:
     p.add_argument("--seed", type=int, default=default, help=help + _default(default))
 
 
-def add_steps(p, default: int | None = 10, note: str = "") -> None:
-    p.add_argument("--steps", type=positive_int, default=default,
+def samples_value(value: str) -> int:
+    """`--samples`: a whole number in the core's range (`session.check_samples`)."""
+    try:
+        return check_samples(int(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_SAMPLES}, got {value}") from None
+
+
+def add_steps(p, note: str = "") -> None:
+    p.add_argument("--steps", type=positive_int, default=None,
                    help=f"{note}sampling steps (at most 10 for the released schedule; at least the model card's "
-                        "cugd_min_steps, 3 for the shipped model)")
+                        f"cugd_min_steps, 3 for the shipped model; default: the card's cugd_steps, "
+                        f"else {DEFAULT_STEPS})")
+
+
+def add_samples(p, note: str = "") -> None:
+    p.add_argument("--samples", type=samples_value, default=1, metavar="N",
+                   help=f"{note}mean of N samples: smoother and cleaner, less fine detail and grain, N times the "
+                        f"time (1 to {MAX_SAMPLES}; default 1: a single sample, the most detail)")
 
 
 def add_sampler(p, default: str | None = AUTO, note: str = "") -> None:
