@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .samplers import SAMPLERS, ddim_step, ddpm_step, init_state, run, timesteps
+from .samplers import SAMPLERS, init_state, run, run_with_grad, timesteps
 from .schedule import RELEASED_SCHEDULE, Schedule
 
 NUM_CLUSTERS = 6  # GSAD's leftover constant in the photometric normalisation (SPEC 8.12)
@@ -161,16 +161,9 @@ def unrolled_sample(net, condition: torch.Tensor, guidance: torch.Tensor, draws:
     """Sampling from x_T *with* gradients: by default the full ancestral sampling of SPEC 4.3.
     draws = [x_T, z_{T-1}, ..., z_1]; DDIM uses x_T only, DDPM with fewer steps the first z's."""
     state = init_state(draws[0], schedule)
-    z_left = list(draws[1:])
-    for t_next in timesteps(state.t, steps or state.t + 1)[1:]:
-        gamma = torch.full((condition.shape[0], 1), schedule.gamma(state.t), dtype=torch.float32,
-                           device=condition.device)
-        eps = net(torch.cat([condition, state.x], dim=1), gamma, guidance=guidance).float()
-        if sampler == "ddim":
-            state = ddim_step(state, eps, schedule, t_next)
-        else:
-            state = ddpm_step(state, eps, schedule, t_next, z=z_left.pop(0) if t_next >= 0 else None)
-    return state.x
+    plan = timesteps(state.t, steps or state.t + 1)
+    return run_with_grad(net, condition, guidance, state, schedule=schedule, sampler=sampler, plan=plan,
+                         noise=list(draws[1:])).x
 
 
 # -- the loss ----------------------------------------------------------------------------------------

@@ -136,6 +136,35 @@ def timesteps(t_start: int, steps: int) -> list[int]:
 StepCallback = Callable[[int, int, SamplerState], None]
 
 
+def run_with_grad(denoiser, condition: torch.Tensor, guidance: torch.Tensor, state: SamplerState, *,
+                  schedule: Schedule = RELEASED_SCHEDULE, sampler: str = "ddpm", plan: Sequence[int] | None = None,
+                  generators: Sequence[torch.Generator] | None = None, noise: Sequence[torch.Tensor] | None = None,
+                  callback: StepCallback | None = None) -> SamplerState:
+    """`run` with autograd left as the caller has it: the training loss's unrolled sampling."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    plan = list(plan) if plan is not None else timesteps(state.t, state.t + 1)
+    if state.done or len(plan) < 2:
+        return state
+    if plan[0] != state.t or any(b >= a for a, b in zip(plan, plan[1:])):
+        raise ValueError(f"plan {plan} must start at the state's step {state.t} and decrease")
+    noise = list(noise) if noise is not None else []
+    n = len(plan) - 1
+    for i, t_next in enumerate(plan[1:]):
+        gamma = torch.full((state.x.shape[0], 1), schedule.gamma(state.t), dtype=torch.float32, device=state.x.device)
+        eps = denoiser(torch.cat([condition, state.x], dim=1), gamma, guidance=guidance).float()
+        if sampler == "ddim":
+            state = ddim_step(state, eps, schedule, t_next)
+        else:
+            z = None
+            if t_next >= 0:
+                z = noise.pop(0) if noise else randn(state.x.shape, generators, state.x.device, state.x.dtype)
+            state = ddpm_step(state, eps, schedule, t_next, z)
+        if callback is not None:
+            callback(i + 1, n, state)
+    return state
+
+
 @torch.no_grad()
 def run(denoiser, condition: torch.Tensor, guidance: torch.Tensor, state: SamplerState, *,
         schedule: Schedule = RELEASED_SCHEDULE, sampler: str = "ddpm", plan: Sequence[int] | None = None,
@@ -151,27 +180,8 @@ def run(denoiser, condition: torch.Tensor, guidance: torch.Tensor, state: Sample
         generators / noise: the per-step z of the DDPM sampler (explicit `noise` is used first).
         callback(i, n, state): after each step, e.g. progress or interruption.
     """
-    check_choice("sampler", sampler, SAMPLERS)
-    plan = list(plan) if plan is not None else timesteps(state.t, state.t + 1)
-    if state.done or len(plan) < 2:
-        return state
-    if plan[0] != state.t or any(b >= a for a, b in zip(plan, plan[1:])):
-        raise ValueError(f"plan {plan} must start at the state's step {state.t} and decrease")
-    noise = list(noise) if noise is not None else []
-    n = len(plan) - 1
-    for i, t_next in enumerate(plan[1:]):
-        gamma = torch.full((state.x.shape[0], 1), schedule.gamma(state.t), dtype=torch.float32, device=state.x.device)
-        eps = denoiser(torch.cat([condition, state.x], dim=1), gamma, guidance=guidance)
-        if sampler == "ddim":
-            state = ddim_step(state, eps, schedule, t_next)
-        else:
-            z = None
-            if t_next >= 0:
-                z = noise.pop(0) if noise else randn(state.x.shape, generators, state.x.device, state.x.dtype)
-            state = ddpm_step(state, eps, schedule, t_next, z)
-        if callback is not None:
-            callback(i + 1, n, state)
-    return state
+    return run_with_grad(denoiser, condition, guidance, state, schedule=schedule, sampler=sampler, plan=plan,
+                         generators=generators, noise=noise, callback=callback)
 
 
 @torch.no_grad()
