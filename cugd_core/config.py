@@ -14,9 +14,14 @@ from typing import Any, Mapping
 AUTHORS_KEYS = ("in_channel", "out_channel", "inner_channel", "norm_groups", "channel_multiplier",
                 "attn_res", "image_size", "res_blocks", "dropout")
 # our own fields: their defaults are the authors' network, so their checkpoints and fixtures are unchanged
-OWN_KEYS = ("with_uncertainty_head", "attn_kv_grid", "cond_exposure", "cond_exposure_strength")
+OWN_KEYS = ("with_uncertainty_head", "attn_kv_grid", "cond_exposure", "cond_exposure_strength", "prediction")
 # fields that change no tensor: one set of weights serves every value (fine-tuning may switch them)
-TENSOR_FREE_KEYS = ("attn_kv_grid", "cond_exposure", "cond_exposure_strength")
+TENSOR_FREE_KEYS = ("attn_kv_grid", "cond_exposure", "cond_exposure_strength", "prediction")
+# What the network's 3 output channels mean (`CUGDConfig.prediction`); samplers always receive eps.
+#   eps: the noise (the authors'); x0: the clean image; residual: the clean image minus the
+#   condition the network sees, so that detail the input has passes through unchanged and the
+#   network spends itself on noise, tone and colour (DnCNN's residual learning, in x0 space).
+PREDICTIONS = ("eps", "x0", "residual")
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,10 @@ class CUGDConfig:
     # brightness is lost, and with it a cue to the scene's true brightness); 0.75 keeps a quarter of
     # the log distance, so the original exposure stays recoverable from the input.
     cond_exposure_strength: float = 1.0
+    # What the network predicts (`PREDICTIONS`); "eps" is the authors'. The others are converted to
+    # eps inside `CUGDDenoiser.forward`, so every sampler serves every model, and a one-step
+    # sample is the network's clean-image estimate instead of a 30x amplification of its noise error.
+    prediction: str = "eps"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_multiplier", tuple(int(m) for m in self.channel_multiplier))
@@ -77,6 +86,8 @@ class CUGDConfig:
             problems.append(f"cond_exposure must be in [0, 1) (0 = off), got {self.cond_exposure}")
         if not 0.0 < self.cond_exposure_strength <= 1.0:
             problems.append(f"cond_exposure_strength must be in (0, 1], got {self.cond_exposure_strength}")
+        if self.prediction not in PREDICTIONS:
+            problems.append(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if problems:
             raise ValueError("invalid CUGD config: " + "; ".join(problems))
 

@@ -187,7 +187,11 @@ def compute_loss(net, batch: Mapping[str, torch.Tensor], draws: LossDraws, confi
     gamma = draws.gamma.to(device=x0.device, dtype=torch.float32).reshape(b, 1)
     eps = draws.noise.to(x0)
     x_noisy = gamma.reshape(b, 1, 1, 1) * x0 + (1 - gamma.reshape(b, 1, 1, 1) ** 2).sqrt() * eps
-    eps_hat = net(torch.cat([cond, x_noisy], dim=1), gamma, guidance=guidance).float()
+    # The denoising term compares what the network predicts: the noise (the authors'), or, for
+    # models predicting the clean image, x0 (its eps would divide by sqrt(1 - gamma^2) -> 0 at t = 1).
+    target_kind = "eps" if getattr(getattr(net, "config", None), "prediction", "eps") == "eps" else "x0"
+    target = eps if target_kind == "eps" else x0
+    eps_hat = net(torch.cat([cond, x_noisy], dim=1), gamma, guidance=guidance, output=target_kind).float()
 
     extras = {"x_recon": eps_hat.detach()}
     cmap = None
@@ -209,9 +213,9 @@ def compute_loss(net, batch: Mapping[str, torch.Tensor], draws: LossDraws, confi
     if config.use_timestep_scale:
         lam1 = lam1 * float(timestep_scales(schedule)[draws.t - 1])
     if cmap is None:
-        noise_raw = lam1 * (eps_hat - eps).abs().sum()
+        noise_raw = lam1 * (eps_hat - target).abs().sum()
     else:
-        noise_raw = lam1 * (cmap * eps_hat - cmap * eps).abs().sum()
+        noise_raw = lam1 * (cmap * eps_hat - cmap * target).abs().sum()
 
     zero = x0.new_zeros(())
     if unrolled:

@@ -189,6 +189,12 @@ def build_model(cfg: TrainConfig) -> CUGDDenoiser:
         missing, _ = model.load_state_dict(src.state_dict(), strict=False)
         if [k for k in missing if ".res_block.mlp." not in k]:
             raise ValueError(f"--init {cfg.init} lacks {missing[:5]}")
+        if src.config.prediction != config.prediction:
+            # The features carry over; the head's output means something else now. A zero head
+            # starts a residual model at "the condition itself" (a curve), an x0 model at grey.
+            last = model.final_conv.block[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
     for name, p in model.named_parameters():
         if ".res_block.mlp." in name:
             p.requires_grad_(False)

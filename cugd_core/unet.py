@@ -29,6 +29,24 @@ def feature_format(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if low else torch.contiguous_format
 
 
+def convert_prediction(raw: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, prediction: str,
+                       output: str) -> torch.Tensor:
+    """The network's output `raw` `[B,3,H,W]` (meaning `prediction`) as `output` ("eps" or "x0").
+
+    x: its input `[B,6,H,W]` = [condition, x_t]; gamma `[B,1]` = sqrt(alpha_bar), so that
+    x_t = gamma x0 + sqrt(1 - gamma^2) eps. Unchanged (the same tensor) when the two agree.
+    """
+    if prediction == output:
+        return raw
+    g = gamma.to(raw.dtype).reshape(-1, 1, 1, 1)
+    s = (1 - g * g).clamp(min=1e-12).sqrt()
+    x_t = x[:, 3:]
+    if prediction == "eps":  # output x0
+        return (x_t - s * raw) / g
+    x0 = raw + x[:, :3] if prediction == "residual" else raw
+    return x0 if output == "x0" else (x_t - g * x0) / s
+
+
 class NoiseLevelEncoding(nn.Module):
     """Sinusoidal encoding of the continuous noise level gamma: `[B,1]` -> `[B,1,dim]` (sin block first)."""
 
@@ -216,13 +234,17 @@ class CUGDDenoiser(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor, gamma: torch.Tensor, edge: torch.Tensor | None = None,
-                semantic: torch.Tensor | None = None, *, guidance: torch.Tensor | None = None) -> torch.Tensor:
+                semantic: torch.Tensor | None = None, *, guidance: torch.Tensor | None = None,
+                output: str = "eps") -> torch.Tensor:
+        """x `[B,6,H,W]` = [condition, x_t], gamma `[B,1]` -> eps `[B,3,H,W]` (`output="x0"`: the
+        clean-image estimate instead), whatever the model's `config.prediction`."""
         if guidance is None:
             if edge is None or semantic is None:
                 raise ValueError("pass the priors (edge, semantic) or a precomputed guidance=model.cuie(edge, semantic)")
             guidance = self.cuie(edge, semantic)
-        eps = self.final_conv(self.features(x, gamma, guidance))
-        return eps.to(x.dtype, memory_format=torch.contiguous_format)  # float32 under bf16 autocast
+        raw = self.final_conv(self.features(x, gamma, guidance))
+        raw = raw.to(x.dtype, memory_format=torch.contiguous_format)  # float32 under bf16 autocast
+        return convert_prediction(raw, x, gamma, self.config.prediction, output)
 
     def uncertainty(self, x, gamma, guidance) -> torch.Tensor:
         """The unused uncertainty head `[B,3,H,W]` (only for parity checks)."""

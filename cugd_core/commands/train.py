@@ -8,6 +8,7 @@ import os
 
 import torch.distributed as dist
 
+from ..config import PREDICTIONS
 from ..devices import pick_device
 from ..losses import LossConfig
 from ..samplers import SAMPLERS
@@ -48,6 +49,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="scale the dark condition to this linear-light mean before the network (0: off)")
     g.add_argument("--cond-exposure-strength", type=float, default=m.cond_exposure_strength, metavar="S",
                    help="how far towards --cond-exposure in log brightness (1: all the way)")
+    g.add_argument("--prediction", choices=PREDICTIONS, default=m.prediction,
+                   help="what the network predicts: the noise (the authors'), the clean image, or the clean "
+                        "image minus the condition (residual); an --init that predicts otherwise gets a zero head")
     g.add_argument("--init", metavar="WEIGHTS", help="fine-tune from these weights (their config must match)")
     g = p.add_argument_group("loss (SPEC 6.2; lambda values are unpublished)")
     g.add_argument("--noise-weight", type=float, default=lc.noise_weight, help="lambda1")
@@ -84,7 +88,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     model = {"inner_channel": a.inner_channel, "channel_multiplier": a.channel_multiplier,
              "res_blocks": a.res_blocks, "norm_groups": a.norm_groups, "image_size": a.image_size,
              "attn_res": [a.image_size // 4], "dropout": 0.0, "attn_kv_grid": a.attn_kv_grid,
-             "cond_exposure": a.cond_exposure, "cond_exposure_strength": a.cond_exposure_strength}
+             "cond_exposure": a.cond_exposure, "cond_exposure_strength": a.cond_exposure_strength,
+             "prediction": a.prediction}
     loss = dataclasses.asdict(LossConfig(noise_weight=a.noise_weight, photo_weight=a.photo_weight,
                                          use_consistency_map=a.consistency_map, use_sam_weight=not a.no_sam_weight,
                                          use_timestep_scale=a.timestep_scale, ssim=not a.no_ssim,
