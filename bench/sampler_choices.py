@@ -5,7 +5,7 @@
 On synthetic pairs with cached priors (`python -m cugd_core priors --data PAIRS --split low`), one
 table: per sampling choice, mean PSNR, gray SSIM, GT-mean PSNR, brightness error, NIQE and the
 sampling time per image (the network calls only; priors are read from the cache). The choices:
-DDIM with 10, 5, 4 and 3 steps; the x0 estimate of the first step (one network call); the mean of
+DDIM with 10, 5, 4, 3 and 2 steps; the x0 estimate of the first step (one network call); the mean of
 4 DDIM-5 or DDIM-4 samples with different noise (towards the posterior mean: smoother, 4x the calls).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from cugd_core.priors import PRIOR_MODES  # noqa: E402
 from cugd_core.weights import load_denoiser  # noqa: E402
 
 # name -> (DDIM steps, samples averaged)
-CHOICES = {"ddim10": (10, 1), "ddim5": (5, 1), "ddim4": (4, 1), "ddim3": (3, 1), "x0_first_step": (1, 1),
+CHOICES = {"ddim10": (10, 1), "ddim5": (5, 1), "ddim4": (4, 1), "ddim3": (3, 1), "ddim2": (2, 1), "x0_first_step": (1, 1),
            "mean4_ddim5": (5, 4), "mean4_ddim4": (4, 4)}
 SHOWN = ("psnr", "ssim_gray", "psnr_gtmean", "brightness_err", "niqe", "seconds")
 

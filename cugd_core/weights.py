@@ -425,7 +425,8 @@ def _min_steps(meta: Mapping[str, str], source: str) -> int | None:
 
 def _default_steps(meta: Mapping[str, str], source: str, min_steps: int | None) -> int | None:
     """The step count the model card recommends (`cugd_steps` metadata), if any; a value that is not
-    a whole number >= 1 and >= the card's `cugd_min_steps` is a `CheckpointError` naming the file."""
+    a whole number >= 1, >= the card's `cugd_min_steps` and <= the schedule's length is a `CheckpointError`
+    naming the file."""
     value, n = _card_count(meta, STEPS_META)
     if value is None:
         return None
@@ -435,6 +436,9 @@ def _default_steps(meta: Mapping[str, str], source: str, min_steps: int | None) 
     if min_steps and n < min_steps:
         raise CheckpointError(f"{source}: its card's {STEPS_META}={n} is below its {MIN_STEPS_META}={min_steps}; "
                               f"fix it with weights.update_metadata")
+    if n > len(RELEASED_SCHEDULE):  # the pack samples on the authors' schedule: no more steps exist
+        raise CheckpointError(f"{source}: its card's {STEPS_META}={n} is more than the {len(RELEASED_SCHEDULE)} "
+                              f"steps of the sampling schedule; fix it with weights.update_metadata")
     return n
 
 

@@ -156,7 +156,8 @@ def test_card_steps_round_trip_with_the_tensors_unchanged(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [("0", "is not a whole number >= 1"), ("four", "is not a whole number"),
-                                          ("2", "cugd_steps=2 is below its cugd_min_steps=3")])
+                                          ("2", "cugd_steps=2 is below its cugd_min_steps=3"),
+                                          ("11", "cugd_steps=11 is more than the 10 steps of the sampling schedule")])
 def test_a_bad_card_steps_is_an_error_naming_the_file(tmp_path, bad, message):
     path = save_safetensors(tiny_denoiser(), tmp_path / "odd.safetensors",
                             metadata={MIN_STEPS_META: 3, STEPS_META: bad})
