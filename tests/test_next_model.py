@@ -1,6 +1,7 @@
-"""The committed next-generation milestone (`models/next/cugd_gen3.safetensors`, issue 20): its card
-(DDIM, 4 recommended steps, at least 3) drives the pipeline, and it turns a real dark photo into a
-brighter one whose brightness error and grain stay bounded."""
+"""The committed next-generation milestones (`models/next/`, issue 20): each card (sampler, recommended
+and fewest steps) drives the pipeline, and each turns a real dark photo into a brighter one whose
+brightness error and grain stay bounded. Gen 3 predicts the noise (4 DDIM steps, at least 3); gen 4
+predicts the clean image as a residual of its condition (3 DDIM steps, 1 already gives an image)."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,19 +15,24 @@ from cugd_core.session import resolve_steps
 from cugd_core.weights import load_denoiser
 from tests._paths import REPO
 
-GEN3 = REPO / "models" / "next" / "cugd_gen3.safetensors"
+NEXT = REPO / "models" / "next"
+# file -> (sampler, recommended steps, fewest steps, prediction)
+CARDS = {"cugd_gen3.safetensors": ("ddim", 4, 3, "eps"), "cugd_gen4.safetensors": ("ddim", 3, 1, "residual")}
 
 
-def test_gen3_card_recommends_ddim_in_4_steps():
-    model = load_denoiser(GEN3)
-    assert (model.preferred_sampler, model.default_steps, model.min_steps) == ("ddim", 4, 3)
-    assert resolve_steps(model, None) == 4 == resolve_steps(model, 0) and resolve_steps(model, 7) == 7
+@pytest.mark.parametrize("name", sorted(CARDS))
+def test_milestone_cards(name):
+    model = load_denoiser(NEXT / name)
+    sampler, steps, fewest, prediction = CARDS[name]
+    assert (model.preferred_sampler, model.default_steps, model.min_steps) == (sampler, steps, fewest)
+    assert resolve_steps(model, None) == steps == resolve_steps(model, 0) and resolve_steps(model, 7) == 7
     c = model.config
-    assert (c.attn_kv_grid, c.cond_exposure, c.cond_exposure_strength) == (16, 0.18, 0.5)
+    assert (c.attn_kv_grid, c.cond_exposure, c.cond_exposure_strength, c.prediction) == (16, 0.18, 0.5, prediction)
 
 
 @pytest.mark.slow
-def test_gen3_brightens_the_sample_photo_within_bounds(one_thread):
+@pytest.mark.parametrize("name", sorted(CARDS))
+def test_milestone_brightens_the_sample_photo_within_bounds(one_thread, name):
     """Sample photo at 192x128, MobileSAM fast priors, the card's sampler and steps, seed 0: closer to
     the reference than the dark input by far, mean brightness within 0.08 of it, and no grain
     explosion (the local 3x3 spread of the output's luma at most 1.5x the reference's)."""
@@ -34,7 +40,7 @@ def test_gen3_brightens_the_sample_photo_within_bounds(one_thread):
     dark, ref = (np.array(Image.fromarray(load_image(REPO / "assets" / name)).resize(size, Image.BILINEAR))
                  for name in ("sample_dark.png", "sample_bright.png"))
     edge, semantic = compute_priors(dark, default_sam(), "fast")
-    out = enhance(dark, load_denoiser(GEN3), priors=(edge[0].numpy(), semantic[0].numpy()), steps=None, seed=0)
+    out = enhance(dark, load_denoiser(NEXT / name), priors=(edge[0].numpy(), semantic[0].numpy()), steps=None, seed=0)
     assert out.shape == dark.shape and out.dtype == np.uint8
     assert psnr(out, ref) > psnr(dark, ref) + 8
     assert abs(mean_gray(out / 255.0) - mean_gray(ref / 255.0)) < 0.08
