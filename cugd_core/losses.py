@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .choices import check_choice
 from .samplers import SAMPLERS, init_state, run, run_with_grad, timesteps
 from .schedule import RELEASED_SCHEDULE, Schedule
 
@@ -50,8 +51,7 @@ class LossConfig:
     def __post_init__(self):
         if self.unrolled_every < 0:
             raise ValueError(f"unrolled_every must be >= 0 (0 = never), got {self.unrolled_every}")
-        if self.unrolled_sampler not in SAMPLERS:
-            raise ValueError(f"unrolled_sampler must be one of {SAMPLERS}, got {self.unrolled_sampler!r}")
+        check_choice("unrolled_sampler", self.unrolled_sampler, SAMPLERS)
         if self.unrolled_steps < 0:
             raise ValueError(f"unrolled_steps must be >= 0 (0 = one per noise level), got {self.unrolled_steps}")
 
@@ -191,9 +191,9 @@ def compute_loss(net, batch: Mapping[str, torch.Tensor], draws: LossDraws, confi
     # models predicting the clean image, x0 (its eps would divide by sqrt(1 - gamma^2) -> 0 at t = 1).
     target_kind = "eps" if getattr(getattr(net, "config", None), "prediction", "eps") == "eps" else "x0"
     target = eps if target_kind == "eps" else x0
-    eps_hat = net(torch.cat([cond, x_noisy], dim=1), gamma, guidance=guidance, output=target_kind).float()
+    predicted = net(torch.cat([cond, x_noisy], dim=1), gamma, guidance=guidance, output=target_kind).float()
 
-    extras = {"x_recon": eps_hat.detach()}
+    extras = {"x_recon": predicted.detach()}
     cmap = None
     if unrolled:
         x_pred = unrolled_sample(net, cond, guidance, list(draws.sampler1.to(x0)), schedule,
@@ -213,9 +213,9 @@ def compute_loss(net, batch: Mapping[str, torch.Tensor], draws: LossDraws, confi
     if config.use_timestep_scale:
         lam1 = lam1 * float(timestep_scales(schedule)[draws.t - 1])
     if cmap is None:
-        noise_raw = lam1 * (eps_hat - target).abs().sum()
+        noise_raw = lam1 * (predicted - target).abs().sum()
     else:
-        noise_raw = lam1 * (cmap * eps_hat - cmap * target).abs().sum()
+        noise_raw = lam1 * (cmap * predicted - cmap * target).abs().sum()
 
     zero = x0.new_zeros(())
     if unrolled:

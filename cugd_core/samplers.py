@@ -141,8 +141,7 @@ def run_with_grad(denoiser, condition: torch.Tensor, guidance: torch.Tensor, sta
                   generators: Sequence[torch.Generator] | None = None, noise: Sequence[torch.Tensor] | None = None,
                   callback: StepCallback | None = None) -> SamplerState:
     """`run` with autograd left as the caller has it: the training loss's unrolled sampling."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    check_choice("sampler", sampler, SAMPLERS)
     plan = list(plan) if plan is not None else timesteps(state.t, state.t + 1)
     if state.done or len(plan) < 2:
         return state
