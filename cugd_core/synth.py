@@ -135,6 +135,9 @@ PRESETS: dict[str, LowLightRecipe] = {
     "jpeg": LowLightRecipe(jpeg_quality=(50, 90)),
     # a camera's own output: mosaic noise demosaiced, then its JPEG (real photos, issue 20 item 4)
     "camera": LowLightRecipe(bayer=True, jpeg_quality=(60, 95)),
+    # inputs that need little or nothing (x0.35 to x1, light noise): teaches "do no harm" on
+    # photos that are already well exposed (issue 20 item 4)
+    "exposed": LowLightRecipe(exposure=(0.35, 1.0), wb_gain=(0.95, 1.05), noise_scale=0.3),
 }
 MIX_WEIGHTS: dict[str, float] = {"default": 0.35, "gamma": 0.1, "bright": 0.15, "lownoise": 0.15,
                                  "readnoise2x": 0.1, "jpeg": 0.15}  # the gen-2 mix (camera came later)

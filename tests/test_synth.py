@@ -232,6 +232,10 @@ def test_presets_each_make_their_kind_of_darkening(photo_dir):
     assert err["lownoise"] < 0.5 * err["default"] < 0.5 * err["readnoise2x"], err
     # brighter exposures, and JPEG blocks on top of the default darkening
     assert lows["bright"].mean() > lows["default"].mean()
+    # well-exposed inputs: close to the photo itself, far closer than the bright preset
+    gap = {n: np.abs(lows[n].astype(float) - img).mean() for n in ("exposed", "bright")}
+    assert 0.35 <= sample_params(pair_rng(3, "coffee.png"), PRESETS["exposed"]).exposure <= 1.0
+    assert gap["exposed"] < 0.5 * gap["bright"], gap
     rng = pair_rng(3, "coffee.png")
     p = sample_params(rng, PRESETS["jpeg"])
     plain = apply_low_light(img, dataclasses.replace(p, jpeg_quality=None), rng, PRESETS["jpeg"])
