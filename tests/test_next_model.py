@@ -1,7 +1,8 @@
 """The committed next-generation milestones (`models/next/`, issue 20): each card (sampler, recommended
 and fewest steps) drives the pipeline, and each turns a real dark photo into a brighter one whose
 brightness error and grain stay bounded. Gen 3 predicts the noise (4 DDIM steps, at least 3); gen 4
-predicts the clean image as a residual of its condition (3 DDIM steps, 1 already gives an image)."""
+predicts the clean image as a residual of its condition (3 DDIM steps, 1 already gives an image); gen 5
+is gen 4 fine-tuned with well-exposed inputs too, and must leave such a photo nearly as it is."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,24 @@ from tests._paths import REPO
 
 NEXT = REPO / "models" / "next"
 # file -> (sampler, recommended steps, fewest steps, prediction)
-CARDS = {"cugd_gen3.safetensors": ("ddim", 4, 3, "eps"), "cugd_gen4.safetensors": ("ddim", 3, 1, "residual")}
+CARDS = {"cugd_gen3.safetensors": ("ddim", 4, 3, "eps"), "cugd_gen4.safetensors": ("ddim", 3, 1, "residual"),
+         "cugd_gen5.safetensors": ("ddim", 3, 1, "residual")}
+# milestones trained with well-exposed inputs (synth's `exposed` preset): the most they may change an
+# input that is already well exposed, as a mean absolute difference in grey levels (issue 20, "do no harm")
+DO_NO_HARM = {"cugd_gen5.safetensors": 8.0}
+SIZE = (192, 128)
+
+
+def _sample(name: str) -> np.ndarray:
+    return np.array(Image.fromarray(load_image(REPO / "assets" / name)).resize(SIZE, Image.BILINEAR))
+
+
+def _enhance_with_card(image: np.ndarray, name: str) -> np.ndarray:
+    """MobileSAM fast priors, the card's sampler and steps, seed 0."""
+    edge, semantic = compute_priors(image, default_sam(), "fast")
+    out = enhance(image, load_denoiser(NEXT / name), priors=(edge[0].numpy(), semantic[0].numpy()), steps=None, seed=0)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    return out
 
 
 @pytest.mark.parametrize("name", sorted(CARDS))
@@ -36,12 +54,8 @@ def test_milestone_brightens_the_sample_photo_within_bounds(one_thread, name):
     """Sample photo at 192x128, MobileSAM fast priors, the card's sampler and steps, seed 0: closer to
     the reference than the dark input by far, mean brightness within 0.08 of it, and no grain
     explosion (the local 3x3 spread of the output's luma at most 1.5x the reference's)."""
-    size = (192, 128)
-    dark, ref = (np.array(Image.fromarray(load_image(REPO / "assets" / name)).resize(size, Image.BILINEAR))
-                 for name in ("sample_dark.png", "sample_bright.png"))
-    edge, semantic = compute_priors(dark, default_sam(), "fast")
-    out = enhance(dark, load_denoiser(NEXT / name), priors=(edge[0].numpy(), semantic[0].numpy()), steps=None, seed=0)
-    assert out.shape == dark.shape and out.dtype == np.uint8
+    dark, ref = _sample("sample_dark.png"), _sample("sample_bright.png")
+    out = _enhance_with_card(dark, name)
     assert psnr(out, ref) > psnr(dark, ref) + 8
     assert abs(mean_gray(out / 255.0) - mean_gray(ref / 255.0)) < 0.08
 
@@ -51,3 +65,12 @@ def test_milestone_brightens_the_sample_photo_within_bounds(one_thread, name):
         return float(np.std(shifts, axis=0)[2:-2, 2:-2].mean())
 
     assert grain(out) < 1.5 * grain(ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(DO_NO_HARM))
+def test_milestone_leaves_a_well_exposed_photo_nearly_alone(one_thread, name):
+    """The sample's normal-light reference as the input: the output stays within the card's bound of it."""
+    photo = _sample("sample_bright.png")
+    change = float(np.abs(_enhance_with_card(photo, name).astype(np.float64) - photo).mean())
+    assert change < DO_NO_HARM[name], f"{name} changed a well-exposed photo by {change:.1f} grey levels"
