@@ -70,7 +70,8 @@ def test_milestone_brightens_the_sample_photo_within_bounds(one_thread, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(DO_NO_HARM))
 def test_milestone_leaves_a_well_exposed_photo_nearly_alone(one_thread, name):
-    """The sample's normal-light reference as the input: the output stays within the card's bound of it."""
+    """The sample's normal-light reference as the input: the output stays within the milestone's
+    DO_NO_HARM bound of it."""
     photo = _sample("sample_bright.png")
     change = float(np.abs(_enhance_with_card(photo, name).astype(np.float64) - photo).mean())
     assert change < DO_NO_HARM[name], f"{name} changed a well-exposed photo by {change:.1f} grey levels"
