@@ -138,6 +138,10 @@ PRESETS: dict[str, LowLightRecipe] = {
     # inputs that need little or nothing (x0.35 to x1, light noise): teaches "do no harm" on
     # photos that are already well exposed (issue 20 item 4)
     "exposed": LowLightRecipe(exposure=(0.35, 1.0), wb_gain=(0.95, 1.05), noise_scale=0.3),
+    # the same through a camera (mosaic grain, JPEG): "leave alone" must not mean "no noise" (a model
+    # trained on clean well-exposed inputs learnt to leave every noise-free input dark, issue 20)
+    "exposed_camera": LowLightRecipe(exposure=(0.35, 1.0), wb_gain=(0.95, 1.05), noise_scale=0.3,
+                                     bayer=True, jpeg_quality=(60, 95)),
 }
 MIX_WEIGHTS: dict[str, float] = {"default": 0.35, "gamma": 0.1, "bright": 0.15, "lownoise": 0.15,
                                  "readnoise2x": 0.1, "jpeg": 0.15}  # the gen-2 mix (camera came later)

@@ -233,9 +233,13 @@ def test_presets_each_make_their_kind_of_darkening(photo_dir):
     # brighter exposures, and JPEG blocks on top of the default darkening
     assert lows["bright"].mean() > lows["default"].mean()
     # well-exposed inputs: close to the photo itself, far closer than the bright preset
-    gap = {n: np.abs(lows[n].astype(float) - img).mean() for n in ("exposed", "bright")}
-    assert 0.35 <= sample_params(pair_rng(3, "coffee.png"), PRESETS["exposed"]).exposure <= 1.0
-    assert gap["exposed"] < 0.5 * gap["bright"], gap
+    # well-exposed inputs (plain, and through a camera's mosaic and JPEG): close to the photo itself
+    gap = {n: np.abs(lows[n].astype(float) - img).mean() for n in ("exposed", "exposed_camera", "bright")}
+    for n in ("exposed", "exposed_camera"):
+        assert 0.35 <= sample_params(pair_rng(3, "coffee.png"), PRESETS[n]).exposure <= 1.0
+        assert gap[n] < 0.5 * gap["bright"], gap
+    assert 60 <= sample_params(pair_rng(3, "coffee.png"), PRESETS["exposed_camera"]).jpeg_quality <= 95
+    assert not np.array_equal(lows["exposed_camera"], lows["exposed"])
     rng = pair_rng(3, "coffee.png")
     p = sample_params(rng, PRESETS["jpeg"])
     plain = apply_low_light(img, dataclasses.replace(p, jpeg_quality=None), rng, PRESETS["jpeg"])
