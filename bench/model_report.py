@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 BUCKETS = ((0.02, 0.05), (0.05, 0.1), (0.1, 0.25), (0.25, 1.0))
-SHOWN = ("psnr", "ssim_gray", "psnr_gtmean", "brightness_err", "niqe")
+SHOWN = ("psnr", "ssim_gray", "psnr_gtmean", "brightness_err", "brightness_bias", "niqe")
 
 
 def bucket_of(exposure: float) -> tuple[float, float] | None:

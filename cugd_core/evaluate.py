@@ -55,7 +55,8 @@ from .weights import load_denoiser
 
 ImageFn = Callable[[np.ndarray], np.ndarray]  # dark uint8 [H,W,3] -> prediction uint8 [H,W,3]
 PredictFn = Callable[[np.ndarray, str], np.ndarray]  # (dark uint8, the pair's file name) -> prediction
-METRICS = ("psnr", "ssim_gray", "ssim_rgb", "psnr_gtmean", "ssim_gray_gtmean", "ssim_rgb_gtmean", "brightness_err")
+METRICS = ("psnr", "ssim_gray", "ssim_rgb", "psnr_gtmean", "ssim_gray_gtmean", "ssim_rgb_gtmean", "brightness_err",
+           "brightness_bias")
 NO_REFERENCE = ("niqe",)  # of the prediction alone; None where the image is too small
 COLUMNS = METRICS + NO_REFERENCE  # of every score table
 SSIM_WINDOWS = ("uniform", "gaussian")  # what users choose; the module docstring says what each is
@@ -142,7 +143,8 @@ def ssim(a: np.ndarray, b: np.ndarray, *, window: str = "uniform", data_range: f
 
 def image_metrics(pred_u8: np.ndarray, gt_u8: np.ndarray, *, ssim_window: str = "uniform") -> dict:
     """The metrics of one prediction against its ground truth (both uint8 RGB `[H,W,3]`): PSNR and
-    SSIM with and without GT-mean, and the brightness error |mean(pred) - mean(gt)| on [0,1] RGB."""
+    SSIM with and without GT-mean, the brightness error |mean(pred) - mean(gt)| on [0,1] RGB and its
+    sign-keeping bias mean(pred) - mean(gt) (> 0: too bright; its mean says which way a method errs)."""
     pred_u8, gt_u8 = _check_u8(pred_u8, "prediction"), _check_u8(gt_u8, "ground truth")
     if pred_u8.shape != gt_u8.shape:
         raise ValueError(f"prediction is {pred_u8.shape[:2]} but ground truth is {gt_u8.shape[:2]}")
@@ -152,7 +154,8 @@ def image_metrics(pred_u8: np.ndarray, gt_u8: np.ndarray, *, ssim_window: str = 
         out["psnr" + suffix] = psnr(p, gt_u8)
         out["ssim_gray" + suffix] = ssim(rgb_to_gray_u8(p), gt_gray, window=ssim_window)
         out["ssim_rgb" + suffix] = ssim(p, gt_u8, window=ssim_window)
-    out["brightness_err"] = abs(float(pred_u8.mean()) - float(gt_u8.mean())) / 255.0
+    out["brightness_bias"] = (float(pred_u8.mean()) - float(gt_u8.mean())) / 255.0
+    out["brightness_err"] = abs(out["brightness_bias"])
     return {k: out[k] for k in METRICS}
 
 

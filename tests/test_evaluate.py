@@ -84,6 +84,9 @@ def test_gt_mean_correction_follows_gsad():
     m = image_metrics(half, gt)
     assert m["psnr"] < 15 and m["psnr_gtmean"] > 35  # brightness error removed, structure intact
     assert m["ssim_rgb_gtmean"] > 0.97 and m["ssim_gray_gtmean"] > 0.97
+    # half as bright: a negative bias (too dark) of the error's size; the other way round, positive
+    assert m["brightness_bias"] == -m["brightness_err"] < -0.1
+    assert image_metrics(gt, half)["brightness_bias"] == m["brightness_err"]
     # GSAD's formula: scale by the ratio of mean grays (float BT.601), clip, truncate to uint8
     p, g = half / 255.0, gt / 255.0
     ratio = (g @ [0.299, 0.587, 0.114]).mean() / (p @ [0.299, 0.587, 0.114]).mean()
