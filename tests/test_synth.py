@@ -232,7 +232,6 @@ def test_presets_each_make_their_kind_of_darkening(photo_dir):
     assert err["lownoise"] < 0.5 * err["default"] < 0.5 * err["readnoise2x"], err
     # brighter exposures, and JPEG blocks on top of the default darkening
     assert lows["bright"].mean() > lows["default"].mean()
-    # well-exposed inputs: close to the photo itself, far closer than the bright preset
     # well-exposed inputs (plain, and through a camera's mosaic and JPEG): close to the photo itself
     gap = {n: np.abs(lows[n].astype(float) - img).mean() for n in ("exposed", "exposed_camera", "bright")}
     for n in ("exposed", "exposed_camera"):
