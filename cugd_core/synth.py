@@ -42,7 +42,7 @@ import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -123,6 +123,11 @@ class LowLightRecipe:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
+# a camera's own processing: noise on an RGGB mosaic, demosaiced, then its JPEG (real photos, issue 20 item 4)
+CAMERA = {"bayer": True, "jpeg_quality": (60, 95)}
+# inputs that need little or nothing (x0.35 to x1, light noise): teaches "do no harm" on photos that
+# are already well exposed (issue 20 item 4)
+EXPOSED = LowLightRecipe(exposure=(0.35, 1.0), wb_gain=(0.95, 1.05), noise_scale=0.3)
 # Named recipes (`synth --preset`): the training default, and the shifts a model must survive
 # (issue 20): sRGB gamma darkening without noise, brighter exposures, 10x less noise, 2x read noise,
 # JPEG artefacts. "mix" draws one of them per image (`MIX_WEIGHTS`), for training on their variety.
@@ -133,15 +138,11 @@ PRESETS: dict[str, LowLightRecipe] = {
     "lownoise": LowLightRecipe(noise_scale=0.1),
     "readnoise2x": LowLightRecipe(read_scale=2.0),
     "jpeg": LowLightRecipe(jpeg_quality=(50, 90)),
-    # a camera's own output: mosaic noise demosaiced, then its JPEG (real photos, issue 20 item 4)
-    "camera": LowLightRecipe(bayer=True, jpeg_quality=(60, 95)),
-    # inputs that need little or nothing (x0.35 to x1, light noise): teaches "do no harm" on
-    # photos that are already well exposed (issue 20 item 4)
-    "exposed": LowLightRecipe(exposure=(0.35, 1.0), wb_gain=(0.95, 1.05), noise_scale=0.3),
-    # the same through a camera (mosaic grain, JPEG): "leave alone" must not mean "no noise" (a model
-    # trained on clean well-exposed inputs learnt to leave every noise-free input dark, issue 20)
-    "exposed_camera": LowLightRecipe(exposure=(0.35, 1.0), wb_gain=(0.95, 1.05), noise_scale=0.3,
-                                     bayer=True, jpeg_quality=(60, 95)),
+    "camera": LowLightRecipe(**CAMERA),
+    "exposed": EXPOSED,
+    # well exposed through a camera: "leave alone" must not mean "no noise" (a model trained on clean
+    # well-exposed inputs learnt to leave every noise-free input dark, issue 20)
+    "exposed_camera": replace(EXPOSED, **CAMERA),
 }
 MIX_WEIGHTS: dict[str, float] = {"default": 0.35, "gamma": 0.1, "bright": 0.15, "lownoise": 0.15,
                                  "readnoise2x": 0.1, "jpeg": 0.15}  # the gen-2 mix (camera came later)

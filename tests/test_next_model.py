@@ -89,7 +89,8 @@ def test_milestone_brightens_a_noise_free_gamma_darkening(one_thread, name):
     """The reference darkened in sRGB by v**2 without noise (synth's `gamma` preset at its low end,
     mean 0.24 vs 0.41): the output's brightness comes within 0.05 of the reference's."""
     ref = _sample("sample_bright.png")
-    dark = apply_low_light(ref, LowLightParams(1.0, 1.0, 1.0, 0.0, 0.0, gamma=2.0), None, PRESETS["gamma"])
+    v_squared = LowLightParams(exposure=1.0, wb_r=1.0, wb_b=1.0, shot_noise=0.0, read_noise=0.0, gamma=2.0)
+    dark = apply_low_light(ref, v_squared, None, PRESETS["gamma"])
     out = _enhance_with_card(dark, name)
     assert abs(mean_gray(out / 255.0) - mean_gray(ref / 255.0)) < 0.05
     assert psnr(out, ref) > psnr(dark, ref) + 4
