@@ -36,6 +36,12 @@ class LossConfig:
     unrolled_sampler / unrolled_steps: the sampling that term runs through: the authors' 10-step
         ancestral DDPM (default), or the sampler a model ships with, e.g. DDIM with 5 steps, so that
         training optimises the output users get (0 steps: one per noise level).
+    brightness_weight: adds a squared error of each image's per-channel mean to the photometric term
+        (scaled like the content sum). The L1 content term settles each pixel on the *median* of what
+        the dark input could have been; when the exposure is unknown that spread is multiplicative and
+        the median sits below the mean, so outputs come out too dark (issue 20: ~-0.03 on every
+        synthetic set). A squared error on the mean pulls the brightness to the conditional mean, which
+        PSNR rewards, without smoothing the detail (0: off, the authors' loss).
     """
 
     noise_weight: float = 10.0
@@ -47,6 +53,7 @@ class LossConfig:
     unrolled_every: int = 1
     unrolled_sampler: str = "ddpm"
     unrolled_steps: int = 0
+    brightness_weight: float = 0.0
 
     def __post_init__(self):
         if self.unrolled_every < 0:
@@ -54,6 +61,8 @@ class LossConfig:
         check_choice("unrolled_sampler", self.unrolled_sampler, SAMPLERS)
         if self.unrolled_steps < 0:
             raise ValueError(f"unrolled_steps must be >= 0 (0 = one per noise level), got {self.unrolled_steps}")
+        if self.brightness_weight < 0:
+            raise ValueError(f"brightness_weight must be >= 0 (0 = off), got {self.brightness_weight}")
 
     def unrolled_at(self, step: int) -> bool:
         return self.unrolled_every > 0 and step % self.unrolled_every == 0
@@ -91,10 +100,11 @@ class LossTerms:
     photo: torch.Tensor
     ssim_loss: torch.Tensor
     content_loss: torch.Tensor
+    brightness_loss: torch.Tensor
     extras: dict = field(default_factory=dict)
 
     def log(self) -> dict[str, float]:
-        return {k: float(getattr(self, k)) for k in ("total", "noise", "photo", "ssim_loss", "content_loss")}
+        return {k: float(getattr(self, k)) for k in ("total", "noise", "photo", "ssim_loss", "content_loss", "brightness_loss")}
 
 
 # -- pieces ------------------------------------------------------------------------------------------
@@ -154,6 +164,13 @@ def sam_weight(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     semantic/structure priors of the two exposures disagree."""
     return (1.0 + 0.9 * (batch["low_semantic"] - batch["high_semantic"]).abs()
             + 0.1 * (batch["high_edge"] - batch["low_edge"]).abs())
+
+
+def mean_brightness_loss(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Sum over images and channels of (mean(p) - mean(q))^2, times H*W: the squared error of each
+    image's per-channel mean, as a pixel sum (so it scales with the crop like the L1 content sum).
+    p, q: `[B,C,H,W]`."""
+    return (p.mean(dim=(2, 3)) - q.mean(dim=(2, 3))).pow(2).sum() * (p.shape[-2] * p.shape[-1])
 
 
 def unrolled_sample(net, condition: torch.Tensor, guidance: torch.Tensor, draws: Sequence[torch.Tensor],
@@ -226,17 +243,19 @@ def compute_loss(net, batch: Mapping[str, torch.Tensor], draws: LossDraws, confi
         else:
             wc = cmap if cmap is not None else 1.0
         content = (wc * p - wc * q).abs().sum()
-        photo_raw = config.photo_weight * ((ssim_loss if config.ssim else 0.0) + content)
+        brightness = mean_brightness_loss(p, q)
+        content_all = content + config.brightness_weight * brightness if config.brightness_weight else content
+        photo_raw = config.photo_weight * ((ssim_loss if config.ssim else 0.0) + content_all)
     else:
-        ssim_loss = content = photo_raw = zero
+        ssim_loss = content = content_all = brightness = photo_raw = zero
     noise_n = noise_raw / n_pixels
     if unrolled and config.ssim and global_batch not in (None, b):
-        photo_n = config.photo_weight * (ssim_loss / (NUM_CLUSTERS * global_batch) + content / (NUM_CLUSTERS * b))
+        photo_n = config.photo_weight * (ssim_loss / (NUM_CLUSTERS * global_batch) + content_all / (NUM_CLUSTERS * b))
     else:
         photo_n = photo_raw / (NUM_CLUSTERS * b)
     return LossTerms(total=noise_n + photo_n, noise_raw=noise_raw.detach(), photo_raw=photo_raw.detach(),
                      noise=noise_n.detach(), photo=photo_n.detach(), ssim_loss=ssim_loss.detach(),
-                     content_loss=content.detach(), extras=extras)
+                     content_loss=content.detach(), brightness_loss=brightness.detach(), extras=extras)
 
 
 # -- draws -------------------------------------------------------------------------------------------

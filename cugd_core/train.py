@@ -212,11 +212,12 @@ class LossModule(nn.Module):
         terms = compute_loss(self.net, batch, draws, self.loss, unrolled=unrolled, global_batch=self.global_batch)
         share = self.global_batch / batch["low"].shape[0]  # so that the mean over ranks is the global sum
         stats = torch.stack([terms.total.detach().float(), terms.noise.float(), terms.photo.float(),
-                             terms.ssim_loss.float(), terms.content_loss.float() * share])
+                             terms.ssim_loss.float(), terms.content_loss.float() * share,
+                             terms.brightness_loss.float() * share])
         return terms.total, stats
 
 
-STAT_NAMES = ("loss", "noise", "photo", "ssim_loss", "content_loss")
+STAT_NAMES = ("loss", "noise", "photo", "ssim_loss", "content_loss", "brightness_loss")
 
 
 @torch.no_grad()

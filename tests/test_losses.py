@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from cugd_core.losses import (LossConfig, LossDraws, compute_loss, draw, gamma_interval, ssim,
-                              timestep_scales)
+from cugd_core.losses import (LossConfig, LossDraws, compute_loss, draw, gamma_interval, mean_brightness_loss,
+                              ssim, timestep_scales)
 from cugd_core.schedule import RELEASED_SCHEDULE
 from tests.golden import fixture, golden_net, t
 
@@ -73,6 +73,28 @@ def test_ssim_off_and_skipped_unrolled_term(golden):
     cfg = LossConfig(unrolled_every=3)
     assert [cfg.unrolled_at(s) for s in range(5)] == [True, False, False, True, False]
     assert not LossConfig(unrolled_every=0).unrolled_at(0)
+
+
+def test_brightness_term_adds_the_mean_error_and_pulls_the_mean_to_the_target(golden):
+    z, batch, draws = golden
+    # the term on its own: a too-dark output is pushed up, by a gradient proportional to the error
+    q = torch.rand(2, 3, 8, 8)
+    p = (q - 0.1).requires_grad_()
+    value = mean_brightness_loss(p, q)
+    assert abs(float(value.detach()) - 2 * 3 * 0.01 * 64) < 1e-4
+    value.backward()
+    assert torch.allclose(p.grad, torch.full_like(p, -0.2), atol=1e-5)  # d/dp = 2 * (mean(p) - mean(q))
+    # in the loss: off by default (the authors' value), and weight w adds lambda2 * w * term to the photo sum
+    net = golden_net()
+    with torch.no_grad():
+        off = compute_loss(net, batch, draws, LossConfig())
+        on = compute_loss(net, batch, draws, LossConfig(brightness_weight=3.0))
+    p, q = (on.extras["pred_x"] + 1) / 2, (batch["high"] + 1) / 2
+    assert _rel(on.brightness_loss, mean_brightness_loss(p, q)) <= REL and float(on.brightness_loss) > 0
+    assert _rel(off.photo_raw, z["cm0_sam1_tss0/loss_photo_raw"]) <= REL
+    assert _rel(on.photo_raw - off.photo_raw, 0.5 * 3.0 * float(on.brightness_loss)) <= 1e-3
+    with pytest.raises(ValueError, match="brightness_weight"):
+        LossConfig(brightness_weight=-1)
 
 
 def test_timestep_scales_match_spec():

@@ -125,7 +125,8 @@ def test_fine_tuning_an_eps_model_into_residual_starts_from_the_condition(tmp_pa
     save_safetensors(first, tmp_path / "init.safetensors")
     tuned = TrainConfig(out=str(tmp_path / "b"), init=str(tmp_path / "init.safetensors"),
                         model={**TINY_MODEL, "prediction": "residual"},
-                        loss={"unrolled_every": 2, "unrolled_sampler": "ddim", "unrolled_steps": 2}, **base)
+                        loss={"unrolled_every": 1, "unrolled_sampler": "ddim", "unrolled_steps": 2,
+                              "brightness_weight": 2.0}, **base)
     net = build_model(tuned)
     sd, ref = net.state_dict(), first.state_dict()
     head = "final_conv.block.3."
@@ -133,6 +134,7 @@ def test_fine_tuning_an_eps_model_into_residual_starts_from_the_condition(tmp_pa
     assert not sd[head + "weight"].any() and not sd[head + "bias"].any()
     summary = train(tuned)
     assert summary["step"] == 2 and np.isfinite(summary["last"]["loss"])
+    assert summary["last"]["brightness_loss"] > 0  # the last step ran the unrolled term with the mean error
     exported = load_denoiser(export_model(tmp_path / "b", tmp_path / "tuned.safetensors"))
     assert exported.config.prediction == "residual"
     assert dataclasses.replace(first.config, prediction="residual") == exported.config
