@@ -132,13 +132,15 @@ def enhance_tensor(model, condition: torch.Tensor, edge: torch.Tensor, semantic:
     progress = _SampleProgress(callback, samples)
     total = None
     for k in range(samples):
-        traj = session.start(model, cond, edge, semantic, seed=seed + k, schedule=schedule, tile=tile, overlap=overlap)
+        traj = session.start(model, cond, edge, semantic, seed=seed + k, schedule=schedule, tile=tile, overlap=overlap,
+                             exposure=exposure)
         tile = traj.tile  # "auto" is sized once
         with autocast(precision, device.type):
             traj = session.advance(model, traj, sampler, plan, callback=progress.run(k), interrupt=interrupt)
-        total = traj.image() if total is None else total + traj.image()
+        image = traj.image(exposed=False)
+        total = image if total is None else total + image
     mean = total if samples == 1 else total / samples
-    return (exposure or ExposureControl()).apply(mean).to(condition.device)
+    return traj.exposure.apply(mean).to(condition.device)  # the user's choice and the card's, once, on the mean
 
 
 class _SampleProgress:

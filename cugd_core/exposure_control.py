@@ -9,11 +9,12 @@ without a reference leaves the output bit for bit alone.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import torch
 
-from .exposure import linear_to_srgb, srgb_to_linear
+from .exposure import condition_gain, linear_to_srgb, srgb_to_linear
 
 LUMA = (0.2126, 0.7152, 0.0722)  # Rec. 709 / sRGB primaries: luminance of linear RGB
 EV_LIMIT = 8.0  # gains searched within +-8 stops
@@ -107,6 +108,35 @@ def reference_luminance(image: torch.Tensor) -> torch.Tensor:
     return mean_luminance(image)
 
 
+MID_GREY = 0.18  # linear mean of a normal exposure: how many stops an input lies below it
+
+
+@dataclass(frozen=True)
+class CardExposure:
+    """The output exposure a model's card prescribes (`cugd_exposure` metadata): `ev + per_stop * stops`
+    EV per image, `stops` being how far the input lies below a normal exposure (log2 of the linear gain
+    that brings its mean to `MID_GREY`, within `exposure.condition_gain`'s -2..+6).
+
+    Fitted on training pairs at full size (`bench/card_exposure.py`): a model trained with an L1
+    settles on a median brightness and can err by a fraction of a stop that depends on how dark the
+    input was; the card corrects it where the user chose no brightness reference.
+    """
+
+    ev: float = 0.0
+    per_stop: float = 0.0
+
+    def __post_init__(self):
+        for name in ("ev", "per_stop"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or abs(v) > EV_LIMIT:
+                raise ValueError(f"the card exposure's {name} must be a number within +-{EV_LIMIT:g}, got {v!r}")
+
+    def ev_for(self, condition: torch.Tensor) -> torch.Tensor:
+        """EV `[B]` for dark images `[B,3,H,W]` in [-1,1] (whole, unpadded)."""
+        stops = torch.log2(condition_gain(condition, MID_GREY))
+        return (self.ev + self.per_stop * stops).clamp(-EV_LIMIT, EV_LIMIT)
+
+
 STEADY_MEMORY = 0.9  # weight of the past in the running brightness reference of a frame sequence
 
 
@@ -133,13 +163,22 @@ class ExposureControl:
     frame is brought to the running reference of the frames so far (`running_reference`).
     """
 
-    ev: float = 0.0
+    ev: float | torch.Tensor = 0.0  # a number, or `[B]` once a card's exposure is added (`with_card`)
     reference: torch.Tensor | None = None
     steady: bool = False
 
     @property
     def identity(self) -> bool:
-        return self.ev == 0 and self.reference is None and not self.steady
+        return self.reference is None and not self.steady and not bool(torch.as_tensor(self.ev).ne(0).any())
+
+    def with_card(self, model, condition: torch.Tensor) -> "ExposureControl":
+        """This choice with the model card's exposure (`model.card_exposure`, a `CardExposure`) added to
+        `ev` for dark images `[B,3,H,W]` in [-1,1]; unchanged when the card has none or a brightness
+        reference sets the brightness."""
+        card = getattr(model, "card_exposure", None)
+        if card is None or self.reference is not None:
+            return self
+        return replace(self, ev=card.ev_for(condition.float()).cpu() + self.ev)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Images `[B,3,H,W]` in [-1,1] -> the same with the chosen exposure (`x` itself when identity)."""

@@ -165,7 +165,8 @@ class Trajectory:
     guidance from them); guidance: CUIE of the whole padded priors `[B,C2,Hp/4,Wp/4]`, or None
     (computed when needed); hw: the size before padding; generators: per-image generators of the
     step noise; tile: tile side (None = whole image), overlap in pixels; history: the parts run so far;
-    exposure: the user's exposure choice, applied to `image()` (`exposure_control.ExposureControl`).
+    exposure: the user's exposure choice with the model card's, applied to `image()`
+    (`exposure_control.ExposureControl`).
     """
 
     state: SamplerState
@@ -185,9 +186,11 @@ class Trajectory:
     def steps_left(self) -> int:
         return int(self.state.t) + 1
 
-    def image(self) -> torch.Tensor:
-        """Best current estimate of the clean images, cropped, at the chosen exposure: `[B,3,H,W]` in [-1,1]."""
-        return self.exposure.apply(crop(self.state.image(), *self.hw))
+    def image(self, exposed: bool = True) -> torch.Tensor:
+        """Best current estimate of the clean images, cropped, at the chosen exposure (`exposed=False`:
+        as the network gave it, e.g. to average samples first): `[B,3,H,W]` in [-1,1]."""
+        image = crop(self.state.image(), *self.hw)
+        return self.exposure.apply(image) if exposed else image
 
 
 def _batch_of(t: torch.Tensor, batch: int, what: str) -> torch.Tensor:
@@ -211,7 +214,8 @@ def start(model, condition: torch.Tensor, edge: torch.Tensor, semantic: torch.Te
     tile: as `resolve_tile`; "auto" sizes it from the free memory of `device` (default: the
     model's) at `dtype`. generator_device: where the per-image generators draw (default: the
     condition's device; the CPU gives the same noise on every device). exposure: applied to the
-    output (`exposure_control.ExposureControl`; default: the model's own brightness).
+    output (`exposure_control.ExposureControl`, with the model card's exposure added; default: the
+    model's own brightness).
     """
     b, _, h, w = condition.shape
     multiple = pad_multiple(model)
@@ -227,7 +231,7 @@ def start(model, condition: torch.Tensor, edge: torch.Tensor, semantic: torch.Te
     generators = make_generators(seed, b, cond.device if generator_device is None else generator_device)
     state = init_state(randn(cond.shape, generators, cond.device), schedule, t_start=t_start)
     return Trajectory(state, cond, edge, semantic, (int(h), int(w)), schedule, generators, guidance, tile, overlap,
-                      exposure=exposure or ExposureControl())
+                      exposure=(exposure or ExposureControl()).with_card(model, condition))
 
 
 @torch.no_grad()

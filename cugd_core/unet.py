@@ -154,6 +154,8 @@ class CUGDDenoiser(nn.Module):
     min_steps: int | None = None
     # the step count its card recommends (`cugd_steps`; what steps None/0 mean); None: `session.DEFAULT_STEPS`
     default_steps: int | None = None
+    # the output exposure its card prescribes (`cugd_exposure`, `exposure_control.CardExposure`); None: none
+    card_exposure = None
 
     def __init__(self, config: CUGDConfig):
         super().__init__()

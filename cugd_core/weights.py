@@ -55,6 +55,7 @@ _RESERVED_META = ("format", "cugd_format_version", "cugd_config")
 SAMPLER_META = "cugd_sampler"  # model card: the sampler "auto" picks for this model
 MIN_STEPS_META = "cugd_min_steps"  # model card: fewer sampling steps than this give no valid image
 STEPS_META = "cugd_steps"  # model card: the step count used when the user leaves steps to the model
+EXPOSURE_META = "cugd_exposure"  # model card: {"ev", "per_stop"} of `exposure_control.CardExposure`
 
 
 class CheckpointError(ValueError):
@@ -323,7 +324,8 @@ def save_safetensors(model: torch.nn.Module, path: str | os.PathLike, *, metadat
     strings as JSON); `cugd_sampler` ("ddpm"/"ddim", default: the model's `preferred_sampler`) is the
     sampler that "auto" picks for it, `cugd_min_steps` (default: the model's `min_steps`) the fewest
     sampling steps it gives a valid image with, `cugd_steps` (default: the model's `default_steps`)
-    the step count its card recommends (what steps None/0 mean, `session.resolve_steps`). The file
+    the step count its card recommends (what steps None/0 mean, `session.resolve_steps`),
+    `cugd_exposure` (default: the model's `card_exposure`) the output exposure it prescribes. The file
     is written to a temporary name and renamed, so a failure never leaves a half-written file.
     """
     from safetensors.torch import save_file
@@ -342,6 +344,8 @@ def save_safetensors(model: torch.nn.Module, path: str | os.PathLike, *, metadat
         meta[MIN_STEPS_META] = str(model.min_steps)
     if getattr(model, "default_steps", None) and STEPS_META not in meta:
         meta[STEPS_META] = str(model.default_steps)
+    if getattr(model, "card_exposure", None) is not None and EXPOSURE_META not in meta:
+        meta[EXPOSURE_META] = json.dumps(dataclasses.asdict(model.card_exposure))
     if dtype is not None:
         meta["cugd_stored_dtype"] = str(dtype).removeprefix("torch.")
     tensors = {}
@@ -387,6 +391,7 @@ def _from_safetensors(tensors, meta, config: CUGDConfig | None, source: str, *, 
     model.preferred_sampler = _preferred_sampler(meta, source)
     model.min_steps = _min_steps(meta, source)
     model.default_steps = _default_steps(meta, source, model.min_steps)
+    model.card_exposure = _card_exposure(meta, source)
     return model
 
 
@@ -440,6 +445,21 @@ def _default_steps(meta: Mapping[str, str], source: str, min_steps: int | None) 
         raise CheckpointError(f"{source}: its card's {STEPS_META}={n} is more than the {len(RELEASED_SCHEDULE)} "
                               f"steps of the sampling schedule; fix it with weights.update_metadata")
     return n
+
+
+def _card_exposure(meta: Mapping[str, str], source: str):
+    """The output exposure the model card prescribes (`cugd_exposure`: JSON `{"ev": .., "per_stop": ..}`),
+    if any; anything else is a `CheckpointError` naming the file."""
+    from .exposure_control import CardExposure
+    value = meta.get(EXPOSURE_META)
+    if value is None:
+        return None
+    try:
+        fields = json.loads(value)
+        return CardExposure(**fields)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{source}: its card's {EXPOSURE_META}={value!r} is not "
+                              f'{{"ev": number, "per_stop": number}} ({e}); fix it with weights.update_metadata') from None
 
 
 def update_metadata(path: str | os.PathLike, updates: Mapping[str, Any]) -> Path:

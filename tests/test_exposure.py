@@ -133,3 +133,44 @@ def test_cli_exposure_and_brightness_reference(tmp_path):
     r = run_cli("enhance", src, "-o", tmp_path / "bad", "--brightness-reference", bad, *common)
     assert r.returncode == 2 and "--brightness-reference" in r.stderr and "not a readable image" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "bad" / "a.png").exists()
+
+
+def test_card_exposure_is_the_ev_it_prescribes_and_round_trips(shipped, tmp_path):
+    """A card's `cugd_exposure` acts exactly like the EV `ev + per_stop * stops` given by hand; a
+    brightness reference overrides it, a user EV adds to it, and re-saving the model keeps it."""
+    import shutil
+
+    from cugd_core.weights import read_metadata, save_safetensors, update_metadata
+
+    carded = update_metadata(shutil.copy(SHIPPED, tmp_path / "carded.safetensors"),
+                             {"cugd_exposure": {"ev": 0.5, "per_stop": 0.1}})
+    model = load_denoiser(carded).eval()
+    assert model.card_exposure == exposure_control.CardExposure(ev=0.5, per_stop=0.1)
+    assert shipped.card_exposure is None
+    img = dark_image(H, W)
+    stops = float(torch.log2(exposure_control.condition_gain(to_model_range(img), exposure_control.MID_GREY)))
+    assert 1 < stops <= 6  # a dark input: the card's per-stop term matters
+    ev = float(model.card_exposure.ev_for(to_model_range(img)))
+    assert ev == pytest.approx(0.5 + 0.1 * stops)
+    np.testing.assert_array_equal(enhance(img, model, **KW), enhance(img, shipped, exposure=ev, **KW))
+    np.testing.assert_array_equal(enhance(img, model, exposure=0.5, **KW),
+                                  enhance(img, shipped, exposure=ev + 0.5, **KW))
+    ref = float(exposure_control.mean_luminance(photo()))
+    np.testing.assert_array_equal(enhance(img, model, reference=ref, **KW), enhance(img, shipped, reference=ref, **KW))
+    # the nodes' path (a trajectory started by hand) carries the same EV
+    traj = session.start(model, to_model_range(img), *(torch.from_numpy(p)[None] for p in PRIORS))
+    assert float(traj.exposure.ev) == pytest.approx(ev)
+    resaved = save_safetensors(model, tmp_path / "resaved.safetensors")
+    assert load_denoiser(resaved).card_exposure == model.card_exposure
+    assert "cugd_exposure" in read_metadata(resaved)
+
+
+@pytest.mark.parametrize("value", ['{"ev": "bright"}', '{"ev": 0.1, "stops": 2}', '{"ev": 99, "per_stop": 0}', "0.3"])
+def test_a_bad_card_exposure_names_the_file_and_the_fix(tmp_path, value):
+    import shutil
+
+    from cugd_core.weights import CheckpointError, update_metadata
+
+    bad = update_metadata(shutil.copy(SHIPPED, tmp_path / "bad.safetensors"), {"cugd_exposure": value})
+    with pytest.raises(CheckpointError, match="bad.safetensors.*cugd_exposure.*update_metadata"):
+        load_denoiser(bad)
