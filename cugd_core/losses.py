@@ -104,7 +104,8 @@ class LossTerms:
     extras: dict = field(default_factory=dict)
 
     def log(self) -> dict[str, float]:
-        return {k: float(getattr(self, k)) for k in ("total", "noise", "photo", "ssim_loss", "content_loss", "brightness_loss")}
+        return {k: float(getattr(self, k))
+                for k in ("total", "noise", "photo", "ssim_loss", "content_loss", "brightness_loss")}
 
 
 # -- pieces ------------------------------------------------------------------------------------------

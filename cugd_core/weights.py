@@ -459,7 +459,8 @@ def _card_exposure(meta: Mapping[str, str], source: str):
         return CardExposure(**fields)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{source}: its card's {EXPOSURE_META}={value!r} is not "
-                              f'{{"ev": number, "per_stop": number}} ({e}); fix it with weights.update_metadata') from None
+                              f'{{"ev": number, "per_stop": number}} ({e}); '
+                              "fix it with weights.update_metadata") from None
 
 
 def update_metadata(path: str | os.PathLike, updates: Mapping[str, Any]) -> Path:
