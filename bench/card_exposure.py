@@ -8,7 +8,7 @@ curve the exposure control applies). A robust line (Huber, IRLS) of that EV agai
 for scoring.
 
     python bench/card_exposure.py --pairs TRAIN_MIX6 --model models/next/cugd_gen6.safetensors \
-        --every 7 --json fit.json [--write]
+        --every 7 --start 0 3 --json fit.json [--write]
 """
 from __future__ import annotations
 
@@ -41,11 +41,12 @@ def huber_line(x: np.ndarray, y: np.ndarray, k: float = 1.345, iters: int = 50) 
     return float(coef[0]), float(coef[1])
 
 
-def measure(model: str, pairs: str, every: int, start: int, *, steps: int | None, sampler: str) -> list[dict]:
+def measure(model: str, pairs: str, every: int, starts: list[int], *, steps: int | None, sampler: str) -> list[dict]:
     predictor = ModelPredictor(model, pairs, sampler=sampler, steps=steps, seed=0)
     predictor.denoiser.card_exposure = None  # fit on the model's own brightness
     rows = []
-    for name, low_path, high_path in list_pairs(pairs)[start::every]:
+    listed = list_pairs(pairs)
+    for name, low_path, high_path in sorted({row for s in starts for row in listed[s::every]}):
         low, high = load_image(low_path), load_image(high_path)
         out = predictor(low, name)
         stops = float(torch.log2(condition_gain(to_model_range(low), MID_GREY)))
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
     p.add_argument("--pairs", required=True, help="training pairs (low/, high/, optional priors cache)")
     p.add_argument("--model", required=True)
     p.add_argument("--every", type=int, default=7, help="every k-th pair (sorted by name)")
-    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--start", type=int, nargs="+", default=[0], help="first pair(s); several give their union")
     p.add_argument("--steps", type=int, help="sampling steps (default: the card's)")
     p.add_argument("--sampler", default="auto")
     p.add_argument("--json", help="write the per-pair EVs and the fit here")
