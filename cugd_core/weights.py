@@ -33,6 +33,7 @@ import torch
 
 from .atomic import atomic_path
 from .config import RELEASED, CUGDConfig
+from .exposure_control import CardExposure
 from .hub import HubRef, hub_download, is_hub_ref, parse_hub_ref
 from .samplers import SAMPLERS
 from .schedule import RELEASED_SCHEDULE, Schedule
@@ -450,7 +451,6 @@ def _default_steps(meta: Mapping[str, str], source: str, min_steps: int | None) 
 def _card_exposure(meta: Mapping[str, str], source: str):
     """The output exposure the model card prescribes (`cugd_exposure`: JSON `{"ev": .., "per_stop": ..}`),
     if any; anything else is a `CheckpointError` naming the file."""
-    from .exposure_control import CardExposure
     value = meta.get(EXPOSURE_META)
     if value is None:
         return None
