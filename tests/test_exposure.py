@@ -6,6 +6,8 @@ model's outputs sit mostly there; the tests of what the control does to an enhan
 shipped model (3 DDIM steps at 32x48: mid-tones, a fraction of a second)."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from cugd_core import exposure_control, session
 from cugd_core.exposure import srgb_to_linear
 from cugd_core.enhance import enhance
 from cugd_core.imageops import crop, load_image, to_model_range, to_uint8
-from cugd_core.weights import load_denoiser
+from cugd_core.weights import CheckpointError, load_denoiser, read_metadata, save_safetensors, update_metadata
 from tests._enhance_helpers import dark_image, random_prior, tiny_denoiser, write_dark, write_priors
 from tests._paths import REPO
 from tests.test_cli import run_cli
@@ -138,10 +140,6 @@ def test_cli_exposure_and_brightness_reference(tmp_path):
 def test_card_exposure_is_the_ev_it_prescribes_and_round_trips(shipped, tmp_path):
     """A card's `cugd_exposure` acts exactly like the EV `ev + per_stop * stops` given by hand; a
     brightness reference overrides it, a user EV adds to it, and re-saving the model keeps it."""
-    import shutil
-
-    from cugd_core.weights import read_metadata, save_safetensors, update_metadata
-
     carded = update_metadata(shutil.copy(SHIPPED, tmp_path / "carded.safetensors"),
                              {"cugd_exposure": {"ev": 0.5, "per_stop": 0.1}})
     model = load_denoiser(carded).eval()
@@ -167,10 +165,6 @@ def test_card_exposure_is_the_ev_it_prescribes_and_round_trips(shipped, tmp_path
 
 @pytest.mark.parametrize("value", ['{"ev": "bright"}', '{"ev": 0.1, "stops": 2}', '{"ev": 99, "per_stop": 0}', "0.3"])
 def test_a_bad_card_exposure_names_the_file_and_the_fix(tmp_path, value):
-    import shutil
-
-    from cugd_core.weights import CheckpointError, update_metadata
-
     bad = update_metadata(shutil.copy(SHIPPED, tmp_path / "bad.safetensors"), {"cugd_exposure": value})
     with pytest.raises(CheckpointError, match="bad.safetensors.*cugd_exposure.*update_metadata"):
         load_denoiser(bad)
