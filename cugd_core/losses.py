@@ -37,11 +37,10 @@ class LossConfig:
         ancestral DDPM (default), or the sampler a model ships with, e.g. DDIM with 5 steps, so that
         training optimises the output users get (0 steps: one per noise level).
     brightness_weight: adds a squared error of each image's per-channel mean to the photometric term
-        (scaled like the content sum). The L1 content term settles each pixel on the *median* of what
-        the dark input could have been; when the exposure is unknown that spread is multiplicative and
-        the median sits below the mean, so outputs come out too dark (issue 20: ~-0.03 on every
-        synthetic set). A squared error on the mean pulls the brightness to the conditional mean, which
-        PSNR rewards, without smoothing the detail (0: off, the authors' loss).
+        (scaled like the content sum): the L1 content term settles each pixel on the *median* of what
+        the dark input could have been, a squared error on the mean pulls the brightness towards the
+        conditional mean, which PSNR rewards (0: off, the authors' loss). Measured once (issue 20,
+        gen 6 + 1500 steps at 5): it did not lift the whole-image brightness (models/README.md).
     """
 
     noise_weight: float = 10.0
