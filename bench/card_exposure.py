@@ -67,7 +67,6 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the per-pair EVs and the fit here")
     p.add_argument("--write", action="store_true", help=f"store the fit as the model's {EXPOSURE_META}")
     a = p.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = measure(a.model, a.pairs, a.every, a.start, steps=a.steps, sampler=a.sampler)
     x, y = np.array([r["stops"] for r in rows]), np.array([r["ev"] for r in rows])
     ev, per_stop = huber_line(x, y)

@@ -117,9 +117,9 @@ class CardExposure:
     EV per image, `stops` being how far the input lies below a normal exposure (log2 of the linear gain
     that brings its mean to `MID_GREY`, within `exposure.condition_gain`'s -2..+6).
 
-    Fitted on training pairs at full size (`bench/card_exposure.py`): a model trained with an L1
-    settles on a median brightness and can err by a fraction of a stop that depends on how dark the
-    input was; the card corrects it where the user chose no brightness reference.
+    Fitted on training pairs at full size (`bench/card_exposure.py`): a model can be too dark or too
+    bright on average by a fraction of a stop that varies with how dark the input was; the card
+    corrects that part where the user chose no brightness reference.
     """
 
     ev: float = 0.0
@@ -174,7 +174,8 @@ class ExposureControl:
     def with_card(self, model, condition: torch.Tensor) -> "ExposureControl":
         """This choice with the model card's exposure (`model.card_exposure`, a `CardExposure`) added to
         `ev` for dark images `[B,3,H,W]` in [-1,1]; unchanged when the card has none or a brightness
-        reference sets the brightness."""
+        reference sets the brightness. Adds, so it is called once, on the user's own choice: where a
+        trajectory starts (`session.start`)."""
         card = getattr(model, "card_exposure", None)
         if card is None or self.reference is not None:
             return self
