@@ -46,3 +46,13 @@ def write_dark(path: Path, h: int, w: int, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(dark_image(h, w, seed)).save(path)
     return path
+
+
+def finished_outputs(out: Path) -> list[Path]:
+    """The finished PNGs in a run's output folder (temp files start with '.'), [] while there is no
+    folder. The folder may come and go at the start: the CLI's writability probe creates it and
+    removes it again, so a listing can race with that rmdir."""
+    try:
+        return sorted(p for p in out.iterdir() if p.suffix == ".png" and not p.name.startswith("."))
+    except FileNotFoundError:
+        return []

@@ -21,7 +21,8 @@ from PIL import Image
 from cugd_core import commands
 from cugd_core.enhance import enhance
 from cugd_core.imageops import load_image
-from tests._enhance_helpers import dark_image, random_prior, tiny_denoiser, write_dark, write_priors, write_tiny_model
+from tests._enhance_helpers import (dark_image, finished_outputs, random_prior, tiny_denoiser, write_dark, write_priors,
+                                     write_tiny_model)
 from tests._paths import REPO
 
 FAST = ["--steps", "2", "--quiet", "--device", "cpu"]
@@ -175,8 +176,7 @@ def test_ctrl_c_in_the_middle_of_sampling_leaves_only_complete_files_and_resumes
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
-    while time.time() < deadline and not (out.is_dir() and any(p.suffix == ".png" and not p.name.startswith(".")
-                                                               for p in out.iterdir())):
+    while time.time() < deadline and not finished_outputs(out):
         time.sleep(0.05)
         assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from cugd_core import commands
 from cugd_core.imageops import load_image
-from tests._enhance_helpers import dark_image, write_dark, write_priors, write_tiny_model
+from tests._enhance_helpers import dark_image, finished_outputs, write_dark, write_priors, write_tiny_model
 from tests._paths import REPO
 
 FAST = ["--steps", "2", "--quiet", "--device", "cpu"]
@@ -152,10 +152,6 @@ def _start(cmd: list[str]) -> subprocess.Popen:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def _outputs(out: Path) -> list[Path]:
-    return sorted(p for p in out.iterdir() if p.suffix == ".png" and not p.name.startswith(".")) if out.is_dir() else []
-
-
 @pytest.mark.slow
 def test_ctrl_c_with_sam_priors_running_always_exits_130(tmp_path, tiny_model):
     """SIGINT while the priors thread is inside SAM for a later image: right after the first output,
@@ -168,10 +164,10 @@ def test_ctrl_c_with_sam_priors_running_always_exits_130(tmp_path, tiny_model):
         out = tmp_path / f"out{k}"
         proc = _start(_enhance_cmd(src, out, tiny_model, "--steps", "3"))
         deadline = time.monotonic() + 600  # a bound for a starved machine, not a speed requirement
-        while not _outputs(out) and time.monotonic() < deadline:
+        while not finished_outputs(out) and time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
-        assert _outputs(out), "no output within 600 s"
+        assert finished_outputs(out), "no output within 600 s"
         time.sleep(delay_after_first)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
@@ -179,7 +175,7 @@ def test_ctrl_c_with_sam_priors_running_always_exits_130(tmp_path, tiny_model):
         assert proc.returncode == commands.EXIT_INTERRUPTED == 130, (k, proc.returncode, err[-2000:])
         assert "interrupted" in err and "Traceback" not in err and "terminate called" not in err, err
         assert not [p for p in out.iterdir() if p.name.startswith(".")], "temp files left"
-        for p in _outputs(out):
+        for p in finished_outputs(out):
             assert load_image(p).shape == (48, 64, 3)
 
 
