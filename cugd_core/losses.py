@@ -41,6 +41,9 @@ class LossConfig:
         the dark input could have been, a squared error on the mean pulls the brightness towards the
         conditional mean, which PSNR rewards (0: off, the authors' loss). Measured once (issue 20,
         gen 6 + 1500 steps at 5): it did not lift the whole-image brightness (models/README.md).
+    ssim_weight: adds (1 - SSIM) times the number of pixel values to the photometric term, i.e. SSIM
+        scaled like the L1 content sum. The authors' SSIM term (`ssim`) is a batch mean beside that
+        sum, about 1e-4 of it at a 96-pixel crop: it barely trains. 0: off (the authors' loss).
     """
 
     noise_weight: float = 10.0
@@ -53,6 +56,7 @@ class LossConfig:
     unrolled_sampler: str = "ddpm"
     unrolled_steps: int = 0
     brightness_weight: float = 0.0
+    ssim_weight: float = 0.0
 
     def __post_init__(self):
         if self.unrolled_every < 0:
@@ -60,8 +64,9 @@ class LossConfig:
         check_choice("unrolled_sampler", self.unrolled_sampler, SAMPLERS)
         if self.unrolled_steps < 0:
             raise ValueError(f"unrolled_steps must be >= 0 (0 = one per noise level), got {self.unrolled_steps}")
-        if self.brightness_weight < 0:
-            raise ValueError(f"brightness_weight must be >= 0 (0 = off), got {self.brightness_weight}")
+        for name in ("brightness_weight", "ssim_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}")
 
     def unrolled_at(self, step: int) -> bool:
         return self.unrolled_every > 0 and step % self.unrolled_every == 0
@@ -244,7 +249,11 @@ def compute_loss(net, batch: Mapping[str, torch.Tensor], draws: LossDraws, confi
             wc = cmap if cmap is not None else 1.0
         content = (wc * p - wc * q).abs().sum()
         brightness = mean_brightness_loss(p, q)
-        content_all = content + config.brightness_weight * brightness if config.brightness_weight else content
+        content_all = content
+        if config.brightness_weight:
+            content_all = content_all + config.brightness_weight * brightness
+        if config.ssim_weight:  # a pixel sum like `content`, so DDP's per-rank normalisation holds
+            content_all = content_all + config.ssim_weight * ssim_loss * p.numel()
         photo_raw = config.photo_weight * ((ssim_loss if config.ssim else 0.0) + content_all)
     else:
         ssim_loss = content = content_all = brightness = photo_raw = zero

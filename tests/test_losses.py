@@ -97,6 +97,27 @@ def test_brightness_term_adds_the_mean_error_and_pulls_the_mean_to_the_target(go
         LossConfig(brightness_weight=-1)
 
 
+def test_ssim_weight_adds_the_ssim_term_scaled_like_the_content_sum_and_its_gradient_raises_ssim(golden):
+    z, batch, draws = golden
+    net = golden_net()
+    with torch.no_grad():
+        off = compute_loss(net, batch, draws, LossConfig())
+        on = compute_loss(net, batch, draws, LossConfig(ssim_weight=0.25))
+    n_values = on.extras["pred_x"].numel()
+    assert _rel(off.photo_raw, z["cm0_sam1_tss0/loss_photo_raw"]) <= REL  # off by default: the authors' loss
+    assert _rel(on.photo_raw - off.photo_raw, 0.5 * 0.25 * float(on.ssim_loss) * n_values) <= 1e-3
+    # the weighted term is no longer a rounding error beside the content sum (the authors' SSIM is)
+    assert 0.5 * 0.25 * float(on.ssim_loss) * n_values > 0.01 * float(on.content_loss) > 0.5 * float(off.ssim_loss)
+    # one gradient step on a noisy image against its clean version raises SSIM
+    q = torch.rand(1, 3, 32, 32)
+    p = (q + 0.2 * torch.randn_like(q)).requires_grad_()
+    (1 - ssim(p, q)).backward()
+    with torch.no_grad():
+        assert float(ssim(p - 0.5 * p.grad / p.grad.abs().max(), q)) > float(ssim(p, q))
+    with pytest.raises(ValueError, match="ssim_weight"):
+        LossConfig(ssim_weight=-0.1)
+
+
 def test_timestep_scales_match_spec():
     w = timestep_scales(RELEASED_SCHEDULE)
     spec = [1, 26.277, 1.19615, 0.73336, 0.63255, 0.65491, 0.77389, 1.02303, 1.51588, 2.64286]

@@ -68,6 +68,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="its number of steps (0: one per noise level)")
     g.add_argument("--brightness-weight", type=float, default=lc.brightness_weight, metavar="W",
                    help="squared error of each image's mean in the photometric term (0: off, the authors')")
+    g.add_argument("--ssim-weight", type=float, default=lc.ssim_weight, metavar="W",
+                   help="(1 - SSIM) scaled like the L1 content sum in the photometric term (0: off, the authors')")
     g = p.add_argument_group("validation, checkpoints, logs")
     g.add_argument("--val-data", metavar="DIR", help="paired validation folder")
     g.add_argument("--val-count", type=int, default=8, help="first N pairs of --val-data")
@@ -96,7 +98,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                                          use_consistency_map=a.consistency_map, use_sam_weight=not a.no_sam_weight,
                                          use_timestep_scale=a.timestep_scale, ssim=not a.no_ssim,
                                          unrolled_every=a.unrolled_every, unrolled_sampler=a.unrolled_sampler,
-                                         unrolled_steps=a.unrolled_steps, brightness_weight=a.brightness_weight))
+                                         unrolled_steps=a.unrolled_steps, brightness_weight=a.brightness_weight,
+                                         ssim_weight=a.ssim_weight))
     return TrainConfig(data=a.data, out=a.out, steps=a.steps, batch_size=a.batch_size, crop=a.crop, lr=a.lr,
                        lr_decay_start=a.lr_decay_start, lr_min=a.lr_min,
                        ema_decay=a.ema_decay, seed=a.seed, prior_mode=a.prior_mode, constant_priors=a.no_priors,
