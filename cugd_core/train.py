@@ -45,6 +45,7 @@ from .config import CUGDConfig
 from .data import ARRAYS, PairDataset, StepBatches, load_pair, to_tensors
 from .evaluate import METRICS, image_metrics
 from .exposure import model_condition
+from .grow import can_deepen, deepen
 from .imageops import crop, pad_to_multiple, to_uint8
 from .layout import MANIFEST, SIDES, list_pairs, missing_priors, priors_dir
 from .losses import LossConfig, compute_loss, draw
@@ -79,6 +80,7 @@ class TrainConfig:
     model: dict = field(default_factory=DEFAULT_MODEL.to_dict)
     loss: dict = field(default_factory=lambda: dataclasses.asdict(LossConfig()))
     init: str | None = None  # weights to fine-tune from (any source load_denoiser reads)
+    grow: bool = False  # `init` may have fewer res_blocks: its function is kept, new blocks start as identities
     val_data: str | None = None
     val_count: int = 8
     val_every: int = 500
@@ -184,11 +186,17 @@ def build_model(cfg: TrainConfig) -> CUGDDenoiser:
     model = orthogonal_init(CUGDDenoiser(config))
     if cfg.init:
         src = load_denoiser(cfg.init)
-        if not config.same_tensors(src.config):  # a model may be fine-tuned into the tensor-free fields
-            raise ValueError(f"--init {cfg.init} has config {src.config.to_dict()}, not the run's {config.to_dict()}")
-        missing, _ = model.load_state_dict(src.state_dict(), strict=False)
-        if [k for k in missing if ".res_block.mlp." not in k]:
-            raise ValueError(f"--init {cfg.init} lacks {missing[:5]}")
+        if cfg.grow and can_deepen(src.config, config):
+            deepen(src.float(), model)
+        elif not config.same_tensors(src.config):  # a model may be fine-tuned into the tensor-free fields
+            hint = (" (it has fewer res blocks: add --grow to start from it)"
+                    if not cfg.grow and can_deepen(src.config, config) else "")
+            raise ValueError(f"--init {cfg.init} has config {src.config.to_dict()}, not the run's "
+                             f"{config.to_dict()}{hint}")
+        else:
+            missing, _ = model.load_state_dict(src.state_dict(), strict=False)
+            if [k for k in missing if ".res_block.mlp." not in k]:
+                raise ValueError(f"--init {cfg.init} lacks {missing[:5]}")
         if src.config.prediction != config.prediction:
             # The features carry over; the head's output means something else now. A zero head
             # starts a residual model at "the condition itself" (a curve), an x0 model at grey.

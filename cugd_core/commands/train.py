@@ -53,6 +53,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="what the network predicts: the noise (the authors'), the clean image, or the clean "
                         "image minus the condition (residual); an --init that predicts otherwise gets a zero head")
     g.add_argument("--init", metavar="WEIGHTS", help="fine-tune from these weights (their config must match)")
+    g.add_argument("--grow", action="store_true",
+                   help="with --init: the weights may have fewer --res-blocks; their function is kept and the "
+                        "new blocks start as identities (function-preserving growth)")
     g = p.add_argument_group("loss (SPEC 6.2; lambda values are unpublished)")
     g.add_argument("--noise-weight", type=float, default=lc.noise_weight, help="lambda1")
     g.add_argument("--photo-weight", type=float, default=lc.photo_weight, help="lambda2")
@@ -103,7 +106,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(data=a.data, out=a.out, steps=a.steps, batch_size=a.batch_size, crop=a.crop, lr=a.lr,
                        lr_decay_start=a.lr_decay_start, lr_min=a.lr_min,
                        ema_decay=a.ema_decay, seed=a.seed, prior_mode=a.prior_mode, constant_priors=a.no_priors,
-                       model=model, loss=loss, init=a.init, val_data=a.val_data, val_count=a.val_count,
+                       model=model, loss=loss, init=a.init, grow=a.grow, val_data=a.val_data, val_count=a.val_count,
                        val_every=a.val_every, ckpt_every=a.ckpt_every, log_every=a.log_every, workers=a.workers,
                        progress=not a.quiet)
 
