@@ -21,7 +21,7 @@ from dataclasses import replace
 import torch
 
 from .config import CUGDConfig
-from .unet import CUGDDenoiser, ResBlockAttn
+from .unet import CUGDDenoiser, Downsample, ResBlockAttn
 
 
 def can_deepen(src: CUGDConfig, target: CUGDConfig) -> bool:
@@ -29,22 +29,24 @@ def can_deepen(src: CUGDConfig, target: CUGDConfig) -> bool:
     return target.res_blocks > src.res_blocks and target.same_tensors(replace(src, res_blocks=target.res_blocks))
 
 
-def _layout(config: CUGDConfig) -> tuple[dict, dict]:
-    """Index of each entry of `downs` and `ups`, keyed `(level, j)` for blocks and `(level, "resample")`
-    for the Downsample/Upsample after (down) or before (up) a level's blocks; `downs[0]` is the input conv."""
-    downs, ups = {"conv_in": 0}, {}
-    n, r, levels = 1, config.res_blocks, config.num_levels
-    for i in range(levels):
-        for j in range(r):
-            downs[(i, j)], n = n, n + 1
-        if i < levels - 1:
-            downs[(i, "resample")], n = n, n + 1
-    n = 0
-    for i in reversed(range(levels)):
-        for j in range(r + 1):
-            ups[(i, j)], n = n, n + 1
-        if i > 0:
-            ups[(i, "resample")], n = n, n + 1
+def _layout(model: CUGDDenoiser) -> tuple[dict, dict]:
+    """Index of each entry of `model.downs` and `model.ups`, keyed `(level, j)` for blocks and
+    `(level, "resample")` for the Downsample/Upsample after (down) or before (up) a level's blocks;
+    `downs[0]` is the input conv. Read from the built model, so it follows `CUGDDenoiser`'s layout."""
+    downs, level, j = {}, 0, 0
+    for n, layer in enumerate(model.downs):
+        if isinstance(layer, ResBlockAttn):
+            downs[(level, j)], j = n, j + 1
+        elif isinstance(layer, Downsample):
+            downs[(level, "resample")], level, j = n, level + 1, 0
+        else:
+            downs["conv_in"] = n
+    ups, level, j = {}, model.config.num_levels - 1, 0
+    for n, layer in enumerate(model.ups):
+        if isinstance(layer, ResBlockAttn):
+            ups[(level, j)], j = n, j + 1
+        else:  # Upsample: the next level's blocks follow
+            ups[(level, "resample")], level, j = n, level - 1, 0
     return downs, ups
 
 
@@ -75,8 +77,8 @@ def deepen(src: CUGDDenoiser, target: CUGDDenoiser) -> CUGDDenoiser:
         raise ValueError(f"cannot deepen {src.config.to_dict()} into {target.config.to_dict()}: only a larger "
                          "res_blocks may differ")
     extra = target.config.res_blocks - src.config.res_blocks
-    old_downs, old_ups = _layout(src.config)
-    new_downs, new_ups = _layout(target.config)
+    old_downs, old_ups = _layout(src)
+    new_downs, new_ups = _layout(target)
     rename = {}
     for key, i in old_downs.items():
         rename[f"downs.{i}."] = f"downs.{new_downs[key]}."

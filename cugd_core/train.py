@@ -189,8 +189,7 @@ def build_model(cfg: TrainConfig) -> CUGDDenoiser:
         if cfg.grow and can_deepen(src.config, config):
             deepen(src.float(), model)
         elif not config.same_tensors(src.config):  # a model may be fine-tuned into the tensor-free fields
-            hint = (" (it has fewer res blocks: add --grow to start from it)"
-                    if not cfg.grow and can_deepen(src.config, config) else "")
+            hint = " (it has fewer res blocks: add --grow to start from it)" if can_deepen(src.config, config) else ""
             raise ValueError(f"--init {cfg.init} has config {src.config.to_dict()}, not the run's "
                              f"{config.to_dict()}{hint}")
         else:
